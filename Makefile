@@ -1,0 +1,53 @@
+# r1flow: `make run` sets up and runs the whole pipeline on the embedded default;
+# `make test` sets up and runs the tests. Both work on a fresh machine (Python 3.10+).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+# torch first, from the CPU build on this machine; a GPU box sets TORCH_SPEC to its CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup run test test-fast test-gpu lint bench-rewards ui-mlflow ui-prefect clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	# DeepSpeed's setup imports torch: build it against the torch installed above.
+	$(BIN)/pip install -q --no-build-isolation "deepspeed>=0.16"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+# The whole DAG through DVC, under one MLflow parent run (stages nest under it).
+run: setup
+	@test -d .dvc || dvc init -q $$(git rev-parse --git-dir >/dev/null 2>&1 || echo --no-scm)
+	@parent=$$(python -m tasks.tracking open) && \
+	  R1FLOW_PARENT_RUN_ID=$$parent dvc repro; rc=$$?; \
+	  python -m tasks.tracking close $$parent $$rc; exit $$rc
+
+test: setup
+	pytest -q -p no:cacheprovider --timeout 900
+
+test-fast: setup
+	pytest -q -m "not slow" --timeout 300
+
+test-gpu: setup
+	pytest -q -m gpu tests
+
+lint: setup
+	ruff check tasks flows tests benchmarks
+
+bench-rewards: setup
+	python benchmarks/bench_rewards.py
+
+ui-mlflow: setup
+	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+ui-prefect: setup
+	prefect server start --host 127.0.0.1 --port 4200
+
+clean:
+	rm -rf data/curated models checkpoints mlflow.db mlartifacts metrics plots reports

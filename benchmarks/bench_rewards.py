@@ -1,0 +1,104 @@
+"""Reward executor throughput and worst-case latency.
+
+    python benchmarks/bench_rewards.py [--workers 2] [--timeout-s 5.0] [--n 1000]
+
+Prints and writes ``benchmarks/results/rewards.json``:
+
+- ``math_verifications_per_s``: accuracy checks per second through ``RewardExecutor`` on a GRPO-like
+  batch of n completions (groups of 8 sharing a prompt), median of 3 runs after start-up. The mix
+  is 80% integer answers (half right, some with thousands separators) and 20% fractions/LaTeX
+  (``\\frac{3}{4}`` vs ``0.75``), which go through math-verify's slower LaTeX parser.
+- ``pathological_batch_wall_s``: wall time of one batch of 64 where one answer is
+  ``9^{9^{9^{9}}}`` (sympy would evaluate it forever); about ``timeout_s``.
+- ``timeout_s``: the per-item timeout used (default: ``grpo.reward_timeout_s``'s default).
+
+Also prints the integer-only and LaTeX-only rates. Figures, not assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+from tasks.config import GRPOConfig
+from tasks.rewards.executor import RewardExecutor
+
+
+def batch(n: int, kind: str, seed: int = 0) -> tuple[list[str], list[dict]]:
+    """n completions in groups of 8; kind is 'mixed', 'integer' or 'latex'."""
+    rng = random.Random(seed)
+    completions, rows = [], []
+    for g in range(0, n, 8):
+        latex = kind == "latex" or (kind == "mixed" and rng.random() < 0.2)
+        if latex:
+            p, q = rng.randint(1, 9), rng.randint(10, 99)
+            gold = rf"\frac{{{p}}}{{{q}}}"
+        else:
+            gold = str(rng.randint(10, 99_999))
+        for k in range(min(8, n - g)):
+            right = k % 2 == 0
+            if latex:
+                answer = f"{p}/{q}" if right else rf"\frac{{{p + 1}}}{{{q}}}"
+                if k % 4 == 0:
+                    answer = repr(round(p / q, 12))  # a decimal: equal within math-verify's rounding
+            else:
+                value = int(gold) if right else int(gold) + rng.randint(1, 9)
+                answer = f"{value:,}" if k % 3 == 0 else str(value)
+            completions.append(
+                f"<think>{rng.randint(0, 9)}+{rng.randint(0, 9)}=...</think><answer>{answer}</answer>"
+            )
+            rows.append({"answer": gold})
+    return completions, rows
+
+
+def rate(ex: RewardExecutor, n: int, kind: str, repeats: int = 3) -> float:
+    completions, rows = batch(n, kind)
+    rates = []
+    for _ in range(repeats):
+        res = ex.score(completions, rows, ["accuracy"])
+        assert res.errors == 0 and res.timeouts == 0, res.error_messages
+        assert res.per_reward["accuracy"] == [1.0 if k % 2 == 0 else 0.0 for k in range(n)]  # half right
+        rates.append(n / res.wall_s)
+    return statistics.median(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--timeout-s", type=float, default=GRPOConfig().reward_timeout_s)
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/rewards.json"))
+    args = parser.parse_args()
+
+    start = time.monotonic()
+    with RewardExecutor(workers=args.workers, timeout_s=args.timeout_s) as ex:
+        ex.score(["<answer>1</answer>"] * 8, [{"answer": "1"}] * 8, ["accuracy"])
+        print(f"start-up ({args.workers} workers): {time.monotonic() - start:.2f} s")
+        figures = {kind: rate(ex, args.n, kind) for kind in ("mixed", "integer", "latex")}
+        for kind, r in figures.items():
+            print(f"accuracy, {kind:>7} answers: {r:8.0f} verifications/s ({args.n} per batch)")
+
+        completions, rows = batch(64, "integer", seed=1)
+        completions[37] = "<think>big</think><answer>9^{9^{9^{9}}}</answer>"
+        res = ex.score(completions, rows, ["accuracy"])
+        print(
+            f"batch of 64 with one pathological answer: {res.wall_s:.2f} s "
+            f"(timeout_s={args.timeout_s}, timeouts={res.timeouts}, errors={res.errors})"
+        )
+
+    result = {
+        "math_verifications_per_s": round(figures["mixed"], 1),
+        "pathological_batch_wall_s": round(res.wall_s, 3),
+        "timeout_s": args.timeout_s,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

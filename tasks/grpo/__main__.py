@@ -1,0 +1,5 @@
+import sys
+
+from tasks.grpo.train import main
+
+sys.exit(main())

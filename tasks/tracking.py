@@ -1,0 +1,187 @@
+"""MLflow tracking: one parent run per pipeline run, one nested run per stage.
+
+Stages run as separate processes (DVC starts them), so the parent run id travels by environment
+(``R1FLOW_PARENT_RUN_ID``), set by ``make run`` or the Prefect flow. A stage started without it
+(a bare ``dvc repro`` or ``python -m tasks.sft``) logs a top-level run instead, so nothing is lost.
+
+MLflow's "active run" is thread-local global state; this module never uses it. Every call goes
+through ``MlflowClient`` with an explicit run id, which is safe from threads, Prefect tasks and
+subprocesses alike.
+
+Lineage tags on every run: git commit (and whether the tree was dirty), the Prefect flow-run id and
+URL when there is one, and the md5 of each input file, so a metric links back to the exact data,
+code and trigger that produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tasks.config import TrackingConfig
+
+PARENT_ENV = "R1FLOW_PARENT_RUN_ID"
+PREFECT_URL_ENV = "R1FLOW_PREFECT_RUN_URL"
+
+
+def client(cfg: TrackingConfig):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(cfg.uri)
+    return MlflowClient(tracking_uri=cfg.uri)
+
+
+def experiment_id(cfg: TrackingConfig) -> str:
+    c = client(cfg)
+    exp = c.get_experiment_by_name(cfg.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    # Keep artifacts beside the SQLite store (repo-local, ignored by git) unless the URI is remote.
+    location = None
+    if cfg.uri.startswith("sqlite:///"):
+        location = (Path(cfg.uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    return c.create_experiment(cfg.experiment, artifact_location=location)
+
+
+def git_tags() -> dict[str, str]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    return {"git.commit": git("rev-parse", "HEAD") or "none", "git.dirty": str(bool(git("status", "--porcelain")))}
+
+
+def md5(path: str | Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def lineage_tags() -> dict[str, str]:
+    tags = git_tags()
+    if url := os.environ.get(PREFECT_URL_ENV):
+        tags["prefect.flow_run_url"] = url
+    if rid := os.environ.get("PREFECT__FLOW_RUN_ID"):
+        tags["prefect.flow_run_id"] = rid
+    return tags
+
+
+def start_parent(cfg: TrackingConfig, name: str, tags: dict[str, str] | None = None) -> str:
+    """Open the pipeline's parent run and return its id (callers export it as PARENT_ENV)."""
+    c = client(cfg)
+    run = c.create_run(experiment_id(cfg), run_name=name, tags={"r1flow.kind": "pipeline", **lineage_tags(), **(tags or {})})
+    return run.info.run_id
+
+
+def end_run(cfg: TrackingConfig, run_id: str, status: str = "FINISHED") -> None:
+    client(cfg).set_terminated(run_id, status)
+
+
+class StageRun:
+    """A thin handle on one MLflow run; every call names the run id explicitly."""
+
+    def __init__(self, cfg: TrackingConfig, run_id: str):
+        self.cfg, self.run_id, self.client = cfg, run_id, client(cfg)
+
+    def log_params(self, params: dict[str, Any], prefix: str = "") -> None:
+        from mlflow.entities import Param
+
+        flat = _flatten(params, prefix)
+        items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items() if v is not None]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_table(self, data: dict[str, list], artifact_file: str) -> None:
+        self.client.log_table(self.run_id, data=data, artifact_file=artifact_file)
+
+    def log_input_files(self, paths: list[str | Path]) -> None:
+        """Record each input file's md5 (the same digest DVC uses for a file)."""
+        self.client.log_batch(
+            self.run_id,
+            tags=[_tag(f"input.{Path(p).name}.md5", md5(p)) for p in paths if Path(p).is_file()],
+        )
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[_tag(k, v) for k, v in tags.items()])
+
+
+def _tag(k: str, v: Any):
+    from mlflow.entities import RunTag
+
+    return RunTag(k, str(v))
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+@contextmanager
+def stage_run(cfg: TrackingConfig, stage: str, params: dict[str, Any] | None = None) -> Iterator[StageRun]:
+    """A run for one stage, nested under the pipeline run when PARENT_ENV is set."""
+    c = client(cfg)
+    tags = {"r1flow.stage": stage, "r1flow.kind": "stage", **lineage_tags()}
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    run = c.create_run(experiment_id(cfg), run_name=stage, tags=tags)
+    handle = StageRun(cfg, run.info.run_id)
+    if params:
+        handle.log_params(params)
+    try:
+        yield handle
+    except BaseException:
+        c.set_terminated(run.info.run_id, "FAILED")
+        raise
+    c.set_terminated(run.info.run_id, "FINISHED")
+
+
+def _cli(argv: list[str]) -> int:
+    """`python -m tasks.tracking open` prints a new parent run id; `close RUN_ID RC` ends it."""
+    from tasks.config import load_params
+
+    cfg = load_params().tracking
+    if argv[:1] == ["open"]:
+        print(start_parent(cfg, "pipeline", {"r1flow.trigger": "make run"}))
+        return 0
+    if argv[:1] == ["close"] and len(argv) == 3:
+        end_run(cfg, argv[1], "FINISHED" if argv[2] == "0" else "FAILED")
+        return 0
+    print("usage: python -m tasks.tracking open | close RUN_ID EXIT_CODE", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_cli(sys.argv[1:]))
