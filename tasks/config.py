@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -55,7 +55,7 @@ class Gsm8kSource(Strict):
     eval_fraction: float = Field(0.05, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _fractions(self) -> "Gsm8kSource":
+    def _fractions(self) -> Gsm8kSource:
         if self.sft_fraction + self.eval_fraction > 1:
             raise ValueError("sft_fraction + eval_fraction must be <= 1")
         return self
@@ -91,7 +91,7 @@ class TinyModel(Strict):
     max_position_embeddings: int = Field(256, ge=16)
 
     @model_validator(mode="after")
-    def _heads(self) -> "TinyModel":
+    def _heads(self) -> TinyModel:
         if self.hidden_size % self.num_attention_heads:
             raise ValueError("hidden_size must be divisible by num_attention_heads")
         if self.num_attention_heads % self.num_key_value_heads:
@@ -143,16 +143,17 @@ class GRPOConfig(Strict):
     log_every: int = Field(5, ge=1)
     out_dir: str = "models/grpo"
 
-    @model_validator(mode="after")
-    def _rewards(self) -> "GRPOConfig":
+    @field_validator("rewards")
+    @classmethod
+    def _rewards(cls, rewards: dict[str, float]) -> dict[str, float]:
         from tasks.rewards import REWARDS  # the registry is the list of valid names
 
-        unknown = sorted(set(self.rewards) - set(REWARDS))
+        unknown = sorted(set(rewards) - set(REWARDS))
         if unknown:
             raise ValueError(f"unknown reward {unknown[0]!r}; known: {sorted(REWARDS)}")
-        if not self.rewards:
+        if not rewards:
             raise ValueError("at least one reward is required")
-        return self
+        return rewards
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -168,9 +169,9 @@ class EvaluateConfig(Strict):
     register_model: bool = Field(True, description="log and register the GRPO model in MLflow")
 
     @model_validator(mode="after")
-    def _ks(self) -> "EvaluateConfig":
+    def _ks(self) -> EvaluateConfig:
         if max(self.ks) > self.n_samples:
-            raise ValueError(f"every k must be <= n_samples ({self.n_samples})")
+            raise ValueError(f"ks: every k must be <= n_samples ({self.n_samples}), got {self.ks}")
         return self
 
 
@@ -196,7 +197,8 @@ def _format_error(err: ValidationError, source: str) -> str:
     for e in err.errors():
         # Drop discriminator tags (e.g. 'synthetic') pydantic inserts into union locations.
         loc = ".".join(str(p) for p in e["loc"] if p not in ("synthetic", "gsm8k"))
-        got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
+        # A whole section as "input" (from a cross-field check) is noise; quote only leaf values.
+        got = "" if e["type"] == "missing" or isinstance(e.get("input"), dict) else f" (got {e.get('input')!r})"
         lines.append(f"{source}: {loc or '<root>'}: {e['msg']}{got}")
     return "\n".join(lines)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import torch
 
 from tasks.config import ConfigError, EvaluateConfig, Params, load_params
 from tasks.generation import sample
-from tasks.metrics import mean_over_sources, paired_bootstrap_diff, pass_at_k, per_source_means
+from tasks.metrics import mean_over_sources, paired_bootstrap_diff, pass_at_k
 from tasks.models import load_model, load_tokenizer, render_prompt
 from tasks.rewards.executor import RewardExecutor
 from tasks.tracking import stage_run
@@ -131,6 +132,9 @@ def register(params: Params, run, model_dir: str, promote: bool) -> str:
     from mlflow import MlflowClient
 
     mlflow.set_tracking_uri(params.tracking.uri)
+    # The model is a local folder: MLflow's model-card and licence look-ups on the hub would only
+    # retry and time out (minutes offline). Nothing here needs the hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     name = params.tracking.registered_model
     with mlflow.start_run(run_id=run.run_id):
         info = mlflow.transformers.log_model(
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         for m in cfg.models:
             results[m], correct[m] = evaluate_model(dirs[m], rows, cfg, executor)
             print(f"evaluate: {m}: accuracy {results[m]['accuracy']:.3f}")
-            run.log_metrics({f"{m}/accuracy": results[m]["accuracy"], **{f"{m}/{k}": v for k, v in results[m].items() if k.startswith("pass@")}})
+            run.log_metrics({f"{m}/accuracy": results[m]["accuracy"], **{f"{m}/{k.replace('@', '_at_')}": v for k, v in results[m].items() if k.startswith("pass@")}})
             run.log_metrics({f"{m}/accuracy/{s}": v["accuracy"] for s, v in results[m]["per_source"].items()})
         if "grpo" in correct and "sft" in correct:
             sources = np.array([r["source"] for r in rows])

@@ -13,6 +13,7 @@ Choices:
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,11 @@ def encode_prompts(tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.T
     return enc["input_ids"], enc["attention_mask"]
 
 
+def _cache_kwarg(model) -> str:
+    # transformers >= 5.x renames past_key_values to cache (the old name warns on every call).
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -53,10 +59,10 @@ def sample(
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     batch = ids.shape[0]
 
-    cache = DynamicCache()
+    cache = {_cache_kwarg(model): DynamicCache()}
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     attn = mask
-    out = model(input_ids=ids, attention_mask=attn, position_ids=positions, past_key_values=cache, use_cache=True)
+    out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True, **cache)
     next_pos = positions[:, -1:] + 1
     done = torch.zeros(batch, dtype=torch.bool)
     tokens = []
@@ -73,9 +79,7 @@ def sample(
         if bool(done.all()):
             break
         attn = torch.cat([attn, torch.ones(batch, 1, dtype=attn.dtype)], dim=1)
-        out = model(
-            input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, past_key_values=cache, use_cache=True
-        )
+        out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, use_cache=True, **cache)
         next_pos = next_pos + 1
 
     comp = torch.stack(tokens, dim=1)

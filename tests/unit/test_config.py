@@ -84,7 +84,7 @@ def test_override_does_not_mutate_input():
 def test_unknown_reward_named(tmp_path):
     msg = error_of(tmp_path, "grpo:\n  rewards: {accuracy: 1.0, vibes: 0.5}\n")
     # The check is a model validator on GRPOConfig, so the location is the section, not the field.
-    assert "grpo" in msg and "unknown reward 'vibes'" in msg and "'accuracy'" in msg
+    assert "grpo.rewards" in msg and "unknown reward 'vibes'" in msg and "'accuracy'" in msg
     assert "at least one reward" in error_of(tmp_path, "grpo: {rewards: {}}\n")
 
 

@@ -1,0 +1,227 @@
+"""The five stage entry points as DVC runs them: ``python -m tasks.<stage>`` in a tiny project.
+
+- ``test_stages_in_order``: curate -> base -> sft -> grpo -> evaluate, then every output file, the
+  MLflow runs and metric histories, and the registered ``challenger`` model loaded back from the
+  registry and used to generate.
+- ``test_grpo_resumes_after_sigkill``: a GRPO run killed (SIGKILL to its whole process group,
+  reward workers included) after a checkpoint resumes from the newest complete checkpoint and ends
+  bit-identical to an uninterrupted run.
+- ``test_bad_param_exits_2``: a bad value stops the stage with exit code 2 naming the key.
+
+Subprocesses run with ``HF_HUB_OFFLINE=1``: this machine has no network, and without it
+``mlflow.transformers.log_model`` spends ~45 s retrying the hub for a model card and licence of
+the local ``models/grpo`` path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tasks.config import ModelConfig, load_params
+from tasks.models import build_tiny
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["curate", "base", "sft", "grpo", "evaluate"]
+TEXT = "  <think>12 + 34:\n 2+4=6</think> <answer>46</answer>"
+
+
+@pytest.fixture
+def env(subprocess_env) -> dict[str, str]:
+    return {**subprocess_env, "HF_HUB_OFFLINE": "1"}
+
+
+def stage(sh, project: Path, env: dict[str, str], name: str, *overrides: str) -> subprocess.CompletedProcess:
+    args = [a for o in overrides for a in ("-S", o)]
+    return sh(["python", "-m", f"tasks.{name}", *args], project, env=env)
+
+
+def weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(model_dir / "model.safetensors")
+
+
+# ----------------------------------------------------------------------------- the whole chain
+def test_stages_in_order(tiny_project: Path, sh, env):
+    p = tiny_project
+    params = load_params(p / "params.yaml")
+    times = {}
+    for name in STAGES:
+        t0 = time.perf_counter()
+        proc = stage(sh, p, env, name)
+        times[name] = time.perf_counter() - t0
+        assert f"{name}" in proc.stdout + proc.stderr, f"{name} said nothing about itself"
+    print("stage wall times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
+
+    # ---- models: three HF folders; SFT changed the weights
+    for m in ("base", "sft", "grpo"):
+        for f in ("config.json", "model.safetensors", "tokenizer.json"):
+            assert (p / "models" / m / f).is_file(), f"models/{m}/{f}"
+    base, sft = weights(p / "models/base"), weights(p / "models/sft")
+    assert any(not torch.equal(base[k], sft[k]) for k in base)
+
+    # ---- SFT metrics and loss curve (5 steps, log_every 1; 2 families x 20 traces)
+    sft_metrics = json.loads((p / "metrics/sft.json").read_text())
+    assert sft_metrics["steps"] == 5 and sft_metrics["examples"] == 40
+    loss_csv = pd.read_csv(p / "plots/sft_loss.csv")
+    assert list(loss_csv.columns) == ["step", "loss", "lr"]
+    assert loss_csv["step"].tolist() == [0, 1, 2, 3, 4]
+    assert sft_metrics["final_loss"] == pytest.approx(loss_csv["loss"].iloc[-1])
+
+    # ---- GRPO: 2 steps, history per step, no checkpoint left behind
+    grpo_metrics = json.loads((p / "metrics/grpo.json").read_text())
+    assert grpo_metrics["steps"] == params.grpo.steps == 2
+    train_csv = pd.read_csv(p / "plots/grpo_train.csv")
+    assert list(train_csv.columns) == ["step", "reward_mean", "accuracy", "loss", "kl"]
+    assert train_csv["step"].tolist() == [0, 1]
+    assert not list((p / "checkpoints").rglob("step-*"))
+
+    # ---- evaluation: every model, every source, and the paired comparison
+    ev = json.loads((p / "metrics/eval.json").read_text())
+    for m in ("base", "sft", "grpo"):
+        r = ev[m]
+        assert set(r["per_source"]) == {"add_2d", "sub_2d"}
+        assert all(s["n"] == 10 for s in r["per_source"].values())
+        per_source_acc = [s["accuracy"] for s in r["per_source"].values()]
+        assert r["accuracy"] == pytest.approx(sum(per_source_acc) / 2)  # mean over sources
+        assert 0.0 <= r["accuracy"] <= 1.0 and {"pass@1", "pass@2"} <= set(r)
+    d = ev["grpo_vs_sft"]
+    assert d["ci95_low"] <= d["diff"] <= d["ci95_high"]
+    # the paired difference of mean-over-source accuracies is the difference of the two accuracies
+    assert d["diff"] == pytest.approx(ev["grpo"]["accuracy"] - ev["sft"]["accuracy"], abs=1e-12)
+    assert "GRPO - SFT" in (p / "reports/eval.md").read_text()
+    assert (p / "reports/eval_per_source.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bars = pd.read_csv(p / "plots/eval_per_source.csv")
+    assert list(bars.columns) == ["model", "source", "accuracy"] and len(bars) == 6
+
+    check_tracking(p, params, ev)
+
+
+def check_tracking(p: Path, params, ev: dict) -> None:
+    """Every stage has a finished MLflow run; GRPO logged step metrics; the model is registered."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from tasks.generation import sample
+    from tasks.models import load_model, load_tokenizer
+
+    uri = params.tracking.uri
+    assert uri.startswith("sqlite:///") and not uri.startswith(f"sqlite:///{p}/")  # the store is outside the project
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(params.tracking.experiment)
+    runs = {r.data.tags["r1flow.stage"]: r for r in client.search_runs([exp.experiment_id])}
+    assert set(runs) == set(STAGES)
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+
+    grpo_id = runs["grpo"].info.run_id
+    for key in ("reward_mean", "loss", "kl", "response_length"):
+        steps = sorted(m.step for m in client.get_metric_history(grpo_id, key))
+        assert steps == [0, 1], key
+    assert [m.step for m in client.get_metric_history(runs["sft"].info.run_id, "loss")] == [0, 1, 2, 3, 4]
+    ev_metrics = runs["evaluate"].data.metrics
+    assert ev_metrics["grpo_vs_sft/diff"] == pytest.approx(ev["grpo_vs_sft"]["diff"])
+    assert ev_metrics["sft/accuracy"] == pytest.approx(ev["sft"]["accuracy"])
+
+    name = params.tracking.registered_model
+    version = client.get_model_version_by_alias(name, "challenger")
+    assert version.run_id == runs["evaluate"].info.run_id
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        parts = mlflow.transformers.load_model(f"models:/{name}@challenger", return_type="components")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    model, tok = parts["model"], parts["tokenizer"]
+    # the registered tokenizer is the character tokenizer, spaces and tags intact
+    assert tok.decode(tok(TEXT, add_special_tokens=False).input_ids) == TEXT
+    # and the registered model is the GRPO model: same greedy completion as models/grpo
+    here_tok = load_tokenizer(p / "models/grpo")
+    here = load_model(p / "models/grpo")
+    tok.padding_side = "left"
+    prompt = "12+34="
+    got = sample(model, tok, [prompt], max_new_tokens=8, greedy=True)
+    want = sample(here, here_tok, [prompt], max_new_tokens=8, greedy=True)
+    assert got.completion_ids.shape[1] >= 1
+    assert torch.equal(got.completion_ids, want.completion_ids) and got.texts == want.texts
+
+
+# ----------------------------------------------------------------------------- resume
+RESUME = ["grpo.steps=8", "grpo.save_every=2", "grpo.group_size=4", "grpo.rewards={tag_count: 1.0}"]
+OUTPUTS = ("models/grpo", "metrics/grpo.json", "plots/grpo_train.csv")
+
+
+def _rl_rows() -> pd.DataFrame:
+    rows = [(f"a{i}", "add_2d", f"{10 + i}+{20 + i}=", str(30 + 2 * i)) for i in range(6)]
+    rows += [(f"s{i}", "sub_2d", f"{50 + i}-{10 + i}=", "40") for i in range(6)]
+    return pd.DataFrame(rows, columns=["id", "source", "prompt", "answer"])
+
+
+def test_grpo_resumes_after_sigkill(tiny_project: Path, sh, env):
+    """Uninterrupted run A; run B killed after its step-2 checkpoint, then rerun: B ends equal to A.
+
+    The start model is the tiny random model and the reward is ``tag_count`` (a random model emits
+    tags now and then), so rewards vary within groups and every step really changes the weights;
+    equality with A then means model, optimiser, sampler and RNG states were all restored.
+    """
+    p = tiny_project
+    (p / "data/curated").mkdir(parents=True)
+    _rl_rows().to_parquet(p / "data/curated/rl.parquet")
+    build_tiny(ModelConfig(**load_params(p / "params.yaml").model.model_dump()), p / "models/sft")
+    cmd = ["python", "-m", "tasks.grpo", *[a for o in RESUME for a in ("-S", o)]]
+
+    # A: uninterrupted
+    a = sh(cmd, p, env=env)
+    assert "resuming" not in a.stdout
+    ref = p.parent / "reference"
+    ref.mkdir()
+    for o in OUTPUTS:
+        (p / o).rename(ref / Path(o).name)
+    assert not list((p / "checkpoints").rglob("step-*"))
+    start, trained = weights(p / "models/sft"), weights(ref / "grpo")
+    assert any(not torch.equal(start[k], trained[k]) for k in start), "GRPO never changed the weights"
+
+    # B: killed once its step-2 checkpoint is complete (the rename makes it appear whole)
+    log = (p.parent / "killed.log").open("w")
+    proc = subprocess.Popen(cmd, cwd=p, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list((p / "checkpoints/grpo").glob("*/step-000002")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+            pytest.fail(f"no step-2 checkpoint (rc {proc.returncode}):\n{(p.parent / 'killed.log').read_text()}")
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the trainer and its reward workers, as in a node crash
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    log.close()
+    assert not any((p / o).exists() for o in OUTPUTS), "the killed run finished before the kill"
+    complete = sorted(c for c in (p / "checkpoints/grpo").glob("*/step-*") if (c / "state.pt").is_file())
+    newest = complete[-1]
+    n = int(newest.name.removeprefix("step-"))
+    assert 2 <= n < 8
+
+    b = sh(cmd, p, env=env)
+    assert f"resuming from {newest.relative_to(p)} (step {n})" in b.stdout
+    assert json.loads((p / "metrics/grpo.json").read_text())["steps"] == 8
+    hist = pd.read_csv(p / "plots/grpo_train.csv")
+    assert hist["step"].tolist() == list(range(8))  # steps before the kill come from the checkpoint
+    pd.testing.assert_frame_equal(hist, pd.read_csv(ref / "grpo_train.csv"), check_exact=True)
+    resumed = weights(p / "models/grpo")
+    assert all(torch.equal(resumed[k], trained[k]) for k in trained), "resumed run differs from run A"
+    assert not list((p / "checkpoints").rglob("step-*"))
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_param_exits_2(tiny_project: Path, sh, env):
+    proc = sh(["python", "-m", "tasks.grpo", "-S", "grpo.lr=-1"], tiny_project, env=env, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "grpo.lr" in proc.stderr and "greater than 0" in proc.stderr
+    assert not (tiny_project / "models/grpo").exists() and not (tiny_project / "metrics").exists()
