@@ -36,7 +36,7 @@ from tasks.tracking import stage_run
 
 def generate_all(model, tokenizer, prompts: list[str], cfg: EvaluateConfig, n: int, greedy: bool, seed: int):
     """Completions (texts, lengths) for every prompt, n per prompt, in batches of ~batch_size rows."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     per_call = max(1, cfg.batch_size // n)
     texts, lengths = [], []
     for i in range(0, len(prompts), per_call):
@@ -48,7 +48,8 @@ def generate_all(model, tokenizer, prompts: list[str], cfg: EvaluateConfig, n: i
 
 def evaluate_model(path: str, rows: list[dict], cfg: EvaluateConfig, executor: RewardExecutor) -> tuple[dict, np.ndarray]:
     """Metrics for one model; also returns the per-prompt greedy correctness (for paired tests)."""
-    tokenizer, model = load_tokenizer(path), load_model(path).eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer, model = load_tokenizer(path), load_model(path).to(device).eval()
     prompts = [render_prompt(tokenizer, r["prompt"]) for r in rows]
     sources = np.array([r["source"] for r in rows])
 

@@ -54,8 +54,9 @@ def sample(
     """Draw ``n`` completions per prompt (rows grouped: prompt i owns rows i*n .. i*n+n-1)."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     ids, mask = encode_prompts(tokenizer, prompts)
-    ids, mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
+    ids, mask = ids.repeat_interleave(n, 0).to(device), mask.repeat_interleave(n, 0).to(device)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     batch = ids.shape[0]
 
@@ -64,7 +65,7 @@ def sample(
     attn = mask
     out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True, **cache)
     next_pos = positions[:, -1:] + 1
-    done = torch.zeros(batch, dtype=torch.bool)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
     tokens = []
     for _ in range(max_new_tokens):
         logits = out.logits[:, -1, :].float()
@@ -78,7 +79,7 @@ def sample(
         done = done | (tok == eos)
         if bool(done.all()):
             break
-        attn = torch.cat([attn, torch.ones(batch, 1, dtype=attn.dtype)], dim=1)
+        attn = torch.cat([attn, torch.ones(batch, 1, dtype=attn.dtype, device=device)], dim=1)
         out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, use_cache=True, **cache)
         next_pos = next_pos + 1
 

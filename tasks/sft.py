@@ -71,14 +71,15 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SF
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model.train()
+    device = next(model.parameters()).device
     order: list[int] = []
     history, t0, tokens = [], time.perf_counter(), 0
-    bar = tqdm(range(cfg.steps), desc="sft", unit="step", file=sys.stderr)
+    bar = tqdm(range(cfg.steps), desc="sft", unit="step", file=sys.stderr, mininterval=1.0)
     for step in bar:
         if len(order) < cfg.batch_size:  # a fresh permutation each epoch
             order += torch.randperm(len(examples), generator=g).tolist()
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        batch = collate([examples[i] for i in idx], tokenizer.pad_token_id)
+        batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], tokenizer.pad_token_id).items()}
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     torch.manual_seed(cfg.seed)
     tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model)
+    model = load_model(args.model).to("cuda" if torch.cuda.is_available() else "cpu")
     examples = [encode_example(tokenizer, p, s, cfg.max_length) for p, s in zip(df["prompt"], df["solution"])]
 
     with stage_run(params.tracking, "sft", cfg.model_dump()) as run:

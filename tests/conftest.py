@@ -119,3 +119,15 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness():
         yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests need CUDA: they run on a GPU machine (`make test-gpu`) and skip elsewhere (CI)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; run `make test-gpu` on a GPU machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

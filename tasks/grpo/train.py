@@ -105,6 +105,7 @@ def grpo_step(model, ref_model, tokenizer, rows: list[dict], cfg: GRPOConfig, op
 
     model.train()
     logp = completion_logprobs(model, samples)
+    adv = adv.to(logp.device)
     ref_logp = None
     if cfg.beta > 0:
         with torch.no_grad():
@@ -171,10 +172,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
     tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model)
-    ref_model = load_model(args.model).eval().requires_grad_(False) if cfg.beta > 0 else None
+    model = load_model(args.model).to(device)
+    ref_model = load_model(args.model).to(device).eval().requires_grad_(False) if cfg.beta > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     sampler = build_sampler(cfg.sampler, [r["source"] for r in rows], cfg.seed)
 
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ) as executor:
         run.log_input_files([args.data])
         run.set_tags({"resumed_from_step": start})
-        bar = tqdm(range(start, cfg.steps), desc="grpo", unit="step", initial=start, total=cfg.steps, file=sys.stderr)
+        bar = tqdm(range(start, cfg.steps), desc="grpo", unit="step", initial=start, total=cfg.steps, file=sys.stderr, mininterval=1.0)
         t0 = time.perf_counter()
         for step in bar:
             for group in opt.param_groups:  # linear warmup, then constant

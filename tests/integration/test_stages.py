@@ -1,8 +1,11 @@
 """The five stage entry points as DVC runs them: ``python -m tasks.<stage>`` in a tiny project.
 
-- ``test_stages_in_order``: curate -> base -> sft -> grpo -> evaluate, then every output file, the
-  MLflow runs and metric histories, and the registered ``challenger`` model loaded back from the
-  registry and used to generate.
+- ``test_repro_runs_all_then_nothing_then_only_what_changed``: ``dvc repro`` runs curate -> base ->
+  sft -> grpo -> evaluate; then every output file, the MLflow runs and metric histories, and the
+  registered ``challenger`` model loaded back from the registry and used to generate; a second
+  ``dvc repro`` runs nothing; a changed ``grpo.lr`` re-runs only grpo and evaluate. GRPO's reward
+  here includes ``tag_count``: with only accuracy and format the barely trained tiny policy earns 0
+  everywhere, no weight moves whatever the learning rate, and DVC would rightly skip evaluate.
 - ``test_grpo_resumes_after_sigkill``: a GRPO run killed (SIGKILL to its whole process group,
   reward workers included) after a checkpoint resumes from the newest complete checkpoint and ends
   bit-identical to an uninterrupted run.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -25,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from tasks.config import ModelConfig, load_params
@@ -51,17 +56,9 @@ def weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 
 # ----------------------------------------------------------------------------- the whole chain
-def test_stages_in_order(tiny_project: Path, sh, env):
-    p = tiny_project
+def check_stage_outputs(p: Path) -> None:
+    """What each stage must leave behind after one full run on the tiny settings."""
     params = load_params(p / "params.yaml")
-    times = {}
-    for name in STAGES:
-        t0 = time.perf_counter()
-        proc = stage(sh, p, env, name)
-        times[name] = time.perf_counter() - t0
-        assert f"{name}" in proc.stdout + proc.stderr, f"{name} said nothing about itself"
-    print("stage wall times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
-
     # ---- models: three HF folders; SFT changed the weights
     for m in ("base", "sft", "grpo"):
         for f in ("config.json", "model.safetensors", "tokenizer.json"):
@@ -153,6 +150,61 @@ def check_tracking(p: Path, params, ev: dict) -> None:
     want = sample(here, here_tok, [prompt], max_new_tokens=8, greedy=True)
     assert got.completion_ids.shape[1] >= 1
     assert torch.equal(got.completion_ids, want.completion_ids) and got.texts == want.texts
+
+
+# ----------------------------------------------------------------------------- dvc repro
+def ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def set_params(project: Path, **grpo) -> None:
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["grpo"].update(grpo)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_repro_runs_all_then_nothing_then_only_what_changed(tiny_project: Path, sh, subprocess_env):
+    p = tiny_project
+    env = {**subprocess_env, "HF_HUB_OFFLINE": "1"}  # no network here; see test_stages.py
+    set_params(p, rewards={"accuracy": 1.0, "tag_count": 0.5}, group_size=4)
+
+    t0 = time.perf_counter()
+    first = sh(["dvc", "repro"], p, env=env)
+    t_first = time.perf_counter() - t0
+    assert ran(first.stdout) == STAGES  # every stage, in DAG order
+    lock = yaml.safe_load((p / "dvc.lock").read_text())
+    assert set(lock["stages"]) == set(STAGES)
+    check_stage_outputs(p)  # every entry point's outputs, the MLflow runs and the registered model
+
+    t0 = time.perf_counter()
+    second = sh(["dvc", "repro"], p, env=env)
+    t_second = time.perf_counter() - t0
+    print(f"dvc repro: first (all stages) {t_first:.1f}s, second (nothing to do) {t_second:.1f}s")
+    assert ran(second.stdout) == []
+    for s in STAGES:
+        assert f"Stage '{s}' didn't change, skipping" in second.stdout, s
+    assert yaml.safe_load((p / "dvc.lock").read_text()) == lock
+    assert json.loads(sh(["dvc", "status", "--json"], p, env=env).stdout) == {}
+
+    # float(): DVC writes the lock as YAML 1.2 ("5e-05"), which PyYAML's 1.1 resolver reads as a string
+    old_lr = float(lock["stages"]["grpo"]["params"]["params.yaml"]["grpo"]["lr"])
+    set_params(p, lr=old_lr * 4)
+    status = json.loads(sh(["dvc", "status", "--json"], p, env=env).stdout)
+    # only grpo reads the grpo section (dvc.yaml tracks it whole, so DVC names the section);
+    # evaluate becomes stale only once models/grpo changes
+    assert status == {"grpo": [{"changed deps": {"params.yaml": {"grpo": "modified"}}}]}
+
+    third = sh(["dvc", "repro"], p, env=env)
+    assert ran(third.stdout) == ["grpo", "evaluate"]
+    for s in ("curate", "base", "sft"):
+        assert f"Stage '{s}' didn't change, skipping" in third.stdout, s
+    new = yaml.safe_load((p / "dvc.lock").read_text())["stages"]
+    assert float(new["grpo"]["params"]["params.yaml"]["grpo"]["lr"]) == pytest.approx(old_lr * 4)
+    for s in ("curate", "base", "sft"):
+        assert new[s] == lock["stages"][s], s
+    md5 = {o["path"]: o["md5"] for o in new["grpo"]["outs"]}
+    assert md5 != {o["path"]: o["md5"] for o in lock["stages"]["grpo"]["outs"]}  # the model did change
 
 
 # ----------------------------------------------------------------------------- resume
