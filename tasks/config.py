@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 PARAMS_FILE = Path("params.yaml")
 
+# The reasoning format every stage shares: <think>...</think><answer>...</answer>.
+THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = "<think>", "</think>", "<answer>", "</answer>"
+
 # Families of the synthetic suite, easiest first (see tasks/data/synthetic.py).
 SYNTHETIC_FAMILIES = ("add_1d", "add_2d", "sub_2d", "add_3d", "mul_1x2", "mul_2x2", "add_4d")
 

@@ -24,8 +24,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config
 
-from tasks.config import ModelConfig
-from tasks.data.synthetic import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
+from tasks.config import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, ModelConfig
 
 POINTER = "r1flow_source.json"
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]

@@ -1,0 +1,60 @@
+"""Every project module a stage runs is a dependency of that stage in dvc.yaml.
+
+A missing code dependency is a silent reproducibility bug: the code changes, `dvc repro` says the
+stage "didn't change", and the recorded outputs no longer match the code. This walks each stage's
+entry module's imports (statically, through ``tasks.*`` only) and checks every file reached lies
+under one of the stage's deps. ``tasks/tracking.py`` is exempt: it only reports to MLflow and
+cannot change an output, and making it a dep would re-run every stage when logging changes.
+Only module-level imports are followed: ``tasks/config.py`` imports the reward registry inside a
+validator, to check the *names* in ``grpo.rewards``, which cannot change another stage's output.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+EXEMPT = {"tasks/tracking.py", "tasks/__init__.py"}  # tasks/__init__.py is an empty package marker
+
+
+def module_file(name: str) -> Path | None:
+    base = ROOT / Path(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def project_imports(path: Path, seen: set[Path]) -> set[Path]:
+    """Files of ``tasks`` modules imported (transitively) by ``path``."""
+    if path in seen:
+        return seen
+    seen.add(path)
+    for node in ast.parse(path.read_text()).body:  # module level only (see the docstring)
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for n in names:
+            if n.split(".")[0] == "tasks" and (f := module_file(n)) is not None:
+                project_imports(f, seen)
+    return seen
+
+
+def test_every_stage_depends_on_the_code_it_runs():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    missing = {}
+    for name, stage in stages.items():
+        module = stage["cmd"].split("-m", 1)[1].split()[0]
+        entry = module_file(module) or module_file(module + ".__main__")
+        assert entry is not None, f"{name}: cannot find {module}"
+        deps = [str(d) for d in stage.get("deps", [])]
+        files = {str(f.relative_to(ROOT)) for f in project_imports(entry, set())}
+        uncovered = {f for f in files - EXEMPT if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)}
+        if uncovered:
+            missing[name] = sorted(uncovered)
+    assert missing == {}, f"stages run code that dvc.yaml does not list as a dependency: {missing}"
