@@ -10,26 +10,17 @@ reproducible run.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from pathlib import Path
 
-from tasks.config import ConfigError, load_params
+from tasks.config import stage_cli
 from tasks.models import build_tiny, count_parameters, load_model, write_pointer
 from tasks.tracking import stage_run
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("-S", "--set", action="append", default=[], help="override, e.g. model.seed=1")
-    args = ap.parse_args(argv)
-    try:
-        params = load_params(args.params, args.set)
-    except ConfigError as e:
-        print(f"config error:\n{e}", file=sys.stderr)
-        return 2
+    args, params = stage_cli(__doc__, argv)
     cfg = params.model
     out = Path(cfg.out_dir)
     shutil.rmtree(out, ignore_errors=True)

@@ -12,6 +12,7 @@ Overrides use ``key.path=value`` with a YAML-parsed value, the same syntax as
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -239,3 +240,24 @@ def load_params(path: str | Path = PARAMS_FILE, overrides: list[str] | None = No
         return Params.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_format_error(e, str(path))) from None
+
+
+def stage_cli(doc: str, argv: list[str] | None, inputs: dict[str, str] | None = None):
+    """The command line every stage shares: ``--params``, ``-S key=value`` and input paths.
+
+    Returns ``(args, params)``. A bad params file or override prints the error (naming the key)
+    and exits with status 2 before the stage reads or writes anything.
+    """
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    ap.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
+    ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. grpo.lr=1e-5")
+    for flag, default in (inputs or {}).items():
+        ap.add_argument(f"--{flag}", default=default, help=f"default: {default}")
+    args = ap.parse_args(argv)
+    try:
+        return args, load_params(args.params, args.set)
+    except ConfigError as e:
+        print(f"config error:\n{e}", file=sys.stderr)
+        raise SystemExit(2) from None

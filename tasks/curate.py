@@ -16,7 +16,6 @@ Order of work, and why:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from tasks.config import PARAMS_FILE, ConfigError, CurateConfig, Gsm8kSource, load_params
+from tasks.config import CurateConfig, Gsm8kSource, stage_cli
 from tasks.data.clean import clean_splits
 from tasks.data.gsm8k import SOURCE as GSM8K
 from tasks.data.gsm8k import SourceError
@@ -140,19 +139,10 @@ def flat_metrics(report: dict) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tasks.curate", description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
-    ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
-    args = ap.parse_args(argv)
+    args, params = stage_cli(__doc__, argv)
     # Our own loggers at INFO; libraries (GX is chatty) at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("tasks").setLevel(logging.INFO)
-
-    try:
-        params = load_params(args.params, args.set)
-    except ConfigError as e:
-        print(f"config error:\n{e}", file=sys.stderr)
-        return 2
     cfg = params.curate
 
     t0 = time.perf_counter()

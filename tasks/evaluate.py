@@ -16,7 +16,6 @@ its improvement over SFT is significant (CI above 0) — the promotion gate.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -26,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.config import ConfigError, EvaluateConfig, Params, load_params
+from tasks.config import EvaluateConfig, Params, stage_cli
 from tasks.generation import sample
 from tasks.metrics import mean_over_sources, paired_bootstrap_diff, pass_at_k
 from tasks.models import load_model, load_tokenizer, render_prompt
@@ -155,16 +154,7 @@ def register(params: Params, run, model_dir: str, promote: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("-S", "--set", action="append", default=[], help="override, e.g. evaluate.n_samples=4")
-    ap.add_argument("--data", default="data/curated/eval.parquet")
-    args = ap.parse_args(argv)
-    try:
-        params = load_params(args.params, args.set)
-    except ConfigError as e:
-        print(f"config error:\n{e}", file=sys.stderr)
-        return 2
+    args, params = stage_cli(__doc__, argv, {"data": "data/curated/eval.parquet"})
     cfg = params.evaluate
     rows = pd.read_parquet(args.data)[["id", "source", "prompt", "answer"]].to_dict("records")
     dirs = {"base": "models/base", "sft": "models/sft", "grpo": "models/grpo"}

@@ -16,7 +16,6 @@ MLflow stage run with per-step loss, learning rate and tokens/s.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -27,7 +26,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from tasks.config import ConfigError, SFTConfig, load_params
+from tasks.config import SFTConfig, stage_cli
 from tasks.models import count_parameters, load_model, load_tokenizer, render_prompt
 from tasks.tracking import stage_run
 
@@ -105,17 +104,7 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SF
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("-S", "--set", action="append", default=[], help="override, e.g. sft.lr=1e-3")
-    ap.add_argument("--data", default="data/curated/sft.parquet")
-    ap.add_argument("--model", default="models/base")
-    args = ap.parse_args(argv)
-    try:
-        params = load_params(args.params, args.set)
-    except ConfigError as e:
-        print(f"config error:\n{e}", file=sys.stderr)
-        return 2
+    args, params = stage_cli(__doc__, argv, {"data": "data/curated/sft.parquet", "model": "models/base"})
     cfg = params.sft
     df = pd.read_parquet(args.data)
     if df.empty or df["solution"].isna().any():

@@ -17,7 +17,6 @@ resumes from the newest one automatically and keeps the last two.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
@@ -30,7 +29,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from tasks.config import ConfigError, GRPOConfig, load_params
+from tasks.config import GRPOConfig, stage_cli
 from tasks.generation import completion_logprobs, sample
 from tasks.grpo.loss import group_advantages, policy_loss
 from tasks.grpo.sampler import build_sampler
@@ -152,17 +151,7 @@ def per_source(per_prompt: dict) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------- the stage
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("-S", "--set", action="append", default=[], help="override, e.g. grpo.lr=1e-5")
-    ap.add_argument("--data", default="data/curated/rl.parquet")
-    ap.add_argument("--model", default="models/sft")
-    args = ap.parse_args(argv)
-    try:
-        params = load_params(args.params, args.set)
-    except ConfigError as e:
-        print(f"config error:\n{e}", file=sys.stderr)
-        return 2
+    args, params = stage_cli(__doc__, argv, {"data": "data/curated/rl.parquet", "model": "models/sft"})
     cfg = params.grpo
     df = pd.read_parquet(args.data)
     if df.empty:
