@@ -11,6 +11,10 @@ Prints and writes ``benchmarks/results/rewards.json``:
 - ``pathological_batch_wall_s``: wall time of one batch of 64 where one answer is
   ``9^{9^{9^{9}}}`` (sympy would evaluate it forever); about ``timeout_s``.
 - ``timeout_s``: the per-item timeout used (default: ``grpo.reward_timeout_s``'s default).
+- ``sandbox_programs_per_s``: small programs judged per second by the ``code`` reward through the
+  same executor: each completion is a fenced Python program that reads two numbers and prints
+  their sum, its row has one stdin/stdout test, and every run goes through the sandbox (own
+  process, namespaces, uid drop, rlimits, temp dir). Median of 3 batches of ``--n-programs``.
 
 Also prints the integer-only and LaTeX-only rates. Figures, not assertions.
 """
@@ -66,11 +70,27 @@ def rate(ex: RewardExecutor, n: int, kind: str, repeats: int = 3) -> float:
     return statistics.median(rates)
 
 
+def sandbox_rate(ex: RewardExecutor, n: int, repeats: int = 3) -> float:
+    """Programs per second through the ``code`` reward (every one runs in the sandbox)."""
+    fence = "`" * 3
+    completions = [f"<think>sum</think><answer>{fence}python\na, b = map(int, input().split())\n"
+                   f"print(a + b{' + 1' if k % 4 == 3 else ''})\n{fence}</answer>" for k in range(n)]
+    rows = [{"tests": json.dumps([{"input": f"{k} 2", "output": str(k + 2)}])} for k in range(n)]
+    rates = []
+    for _ in range(repeats):
+        res = ex.score(completions, rows, ["code"])
+        assert res.errors == 0 and res.timeouts == 0, res.error_messages
+        assert res.per_reward["code"] == [0.0 if k % 4 == 3 else 1.0 for k in range(n)]  # 1 in 4 wrong
+        rates.append(n / res.wall_s)
+    return statistics.median(rates)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout-s", type=float, default=GRPOConfig().reward_timeout_s)
     parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--n-programs", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/rewards.json"))
     args = parser.parse_args()
 
@@ -81,6 +101,9 @@ def main() -> None:
         figures = {kind: rate(ex, args.n, kind) for kind in ("mixed", "integer", "latex")}
         for kind, r in figures.items():
             print(f"accuracy, {kind:>7} answers: {r:8.0f} verifications/s ({args.n} per batch)")
+
+        programs = sandbox_rate(ex, args.n_programs)
+        print(f"code reward, sandboxed programs: {programs:8.1f} programs/s ({args.n_programs} per batch)")
 
         completions, rows = batch(64, "integer", seed=1)
         completions[37] = "<think>big</think><answer>9^{9^{9^{9}}}</answer>"
@@ -94,6 +117,7 @@ def main() -> None:
         "math_verifications_per_s": round(figures["mixed"], 1),
         "pathological_batch_wall_s": round(res.wall_s, 3),
         "timeout_s": args.timeout_s,
+        "sandbox_programs_per_s": round(programs, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -2,9 +2,11 @@
 
 A reward is ``fn(completion, row) -> float | None``: the completion is untrusted model output (any
 object; non-strings score 0.0), the row is the dataset row (``row["answer"]`` is the gold), and
-None means "not applicable to this row". Rewards never run in the trainer's process: the trainer
-scores through ``tasks.rewards.executor.RewardExecutor``, which runs them in spawned worker
-processes with a per-item timeout, then combines them:
+None means "not applicable to this row". A row may also list the rewards that apply to it (a
+``rewards`` column, see ``executor.applicable_rewards``), so math and code rows share one batch.
+Rewards never run in the trainer's process: the trainer scores through
+``tasks.rewards.executor.RewardExecutor``, which runs them in spawned worker processes with a
+per-item timeout, then combines them:
 
     res = executor.score(completions, rows, list(weights))
     rewards = combine(res.per_reward, weights)
@@ -18,7 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tasks.rewards.code import code_binary, code_reward
 from tasks.rewards.format import format_reward, tag_count
+from tasks.rewards.length import length_reward
 from tasks.rewards.math import GoldParseError, accuracy
 
 RewardFn = Callable[[object, Mapping[str, Any]], "float | None"]
@@ -27,6 +31,9 @@ REWARDS: dict[str, RewardFn] = {
     "accuracy": accuracy,
     "format": format_reward,
     "tag_count": tag_count,
+    "length": length_reward,
+    "code": code_reward,
+    "code_binary": code_binary,
 }
 
 
@@ -58,4 +65,4 @@ def combine(per_reward: Mapping[str, list[float | None]], weights: Mapping[str, 
     return [sum(w * (per_reward[name][i] or 0.0) for name, w in weights.items()) for i in range(n)]
 
 
-__all__ = ["REWARDS", "RewardFn", "GoldParseError", "accuracy", "combine", "format_reward", "tag_count"]
+__all__ = ["REWARDS", "RewardFn", "GoldParseError", "accuracy", "code_binary", "code_reward", "combine", "format_reward", "length_reward", "tag_count"]

@@ -116,6 +116,30 @@ def _worker_main(
 
 
 # ----------------------------------------------------------------------------- parent side
+def applicable_rewards(row: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, ...]:
+    """The rewards in ``names`` that apply to ``row``: all of them, unless the row carries a
+    ``rewards`` list (or a comma-separated string, as parquet columns often hold) naming its own.
+
+    This is how one GRPO batch mixes task types: math rows list ``accuracy``, code rows ``code``,
+    and both share ``format``. The rest are "not applicable" for that row (None, counted).
+
+    >>> applicable_rewards({"answer": "3"}, ("accuracy", "format"))
+    ('accuracy', 'format')
+    >>> applicable_rewards({"rewards": "code,format"}, ("accuracy", "code", "format"))
+    ('code', 'format')
+    """
+    own = row.get("rewards")
+    if own is None:
+        return names
+    if isinstance(own, str):
+        own = [n.strip() for n in own.split(",") if n.strip()]
+    try:
+        own = set(own)
+    except TypeError:
+        raise ValueError(f"row {row.get('id', '?')!r}: 'rewards' must be a list of names, got {own!r}") from None
+    return tuple(n for n in names if n in own)
+
+
 @dataclass
 class ScoreResult:
     """Scores for one batch: ``per_reward[name][i]`` is reward ``name`` on completion ``i``."""
@@ -300,9 +324,15 @@ class RewardExecutor:
 
         items = []
         for i, (completion, row) in enumerate(zip(completions, rows, strict=True)):
+            applicable = applicable_rewards(row, names)
+            for name in names:
+                if name not in applicable:  # the row says this reward is not for it
+                    self._record(res, i, name, _NA, None, "")
+            if not applicable:
+                continue
             try:
                 items.append(
-                    (i, pickle.dumps((completion, dict(row)), protocol=pickle.HIGHEST_PROTOCOL), names)
+                    (i, pickle.dumps((completion, dict(row)), protocol=pickle.HIGHEST_PROTOCOL), applicable)
                 )
             except Exception as e:  # the trainer passed something unpicklable: an error, not a crash
                 for name in names:

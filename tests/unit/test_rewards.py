@@ -14,14 +14,21 @@ import time
 import pytest
 
 import tasks.rewards
+import tasks.rewards.code
+import tasks.rewards.executor
 import tasks.rewards.format
+import tasks.rewards.length
 import tasks.rewards.math
 from tasks.rewards import REWARDS, combine
 from tasks.rewards.format import format_reward, tag_count
 from tasks.rewards.math import MAX_ANSWER_CHARS, GoldParseError, accuracy, extract_answer
 
 
-@pytest.mark.parametrize("module", [tasks.rewards, tasks.rewards.math, tasks.rewards.format])
+@pytest.mark.parametrize(
+    "module",
+    [tasks.rewards, tasks.rewards.math, tasks.rewards.format, tasks.rewards.length, tasks.rewards.code,
+     tasks.rewards.executor],
+)
 def test_docstring_examples(module):
     failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert attempted > 0 and failed == 0
@@ -166,7 +173,7 @@ def test_format_on_a_megabyte():
 
 # ----------------------------------------------------------------------------- registry + combine
 def test_registry_names():
-    assert set(REWARDS) == {"accuracy", "format", "tag_count"}
+    assert set(REWARDS) == {"accuracy", "format", "tag_count", "length", "code", "code_binary"}
     assert REWARDS["format"] is format_reward
 
 
