@@ -9,6 +9,11 @@ the first steps of the algorithm; reinforcement learning on answer-only prompts 
 - Batches are drawn by a seeded permutation per epoch, right-padded; AdamW with linear warmup then
   cosine decay to 10% of the peak rate; gradient-norm clipping.
 - The stage is defined by a step count, not a time budget, so a rerun reproduces it.
+- ``sft.scale.num_processes > 1`` relaunches under torchrun/deepspeed (tasks/distributed.py).
+  Every rank draws the same global batch and trains on its contiguous slice; the loss is the
+  rank's token sum divided by the *global* completion-token count (times the world size, which
+  the gradient average divides out), so N processes reproduce one process's global-batch step.
+- ``sft.lora.enabled`` trains LoRA adapters only and saves the merged model (tasks/lora.py).
 
 Outputs: ``models/sft`` (HF folder), ``metrics/sft.json`` and ``plots/sft_loss.csv`` (DVC), and an
 MLflow stage run with per-step loss, learning rate and tokens/s.
@@ -26,9 +31,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from tasks import distributed
 from tasks.config import SFTConfig, stage_cli
+from tasks.lora import add_adapters, trainable
 from tasks.models import count_parameters, load_model, load_tokenizer, render_prompt
-from tasks.tracking import stage_run
 
 
 def encode_example(tokenizer, prompt: str, completion: str, max_length: int) -> tuple[list[int], list[int]]:
@@ -58,43 +64,65 @@ def lr_at(step: int, cfg_lr: float, warmup: int, total: int) -> float:
     return cfg_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def sft_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def sft_loss(model, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of the completion tokens: their mean (or their sum)."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     return torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), batch["labels"][:, 1:].reshape(-1), ignore_index=-100
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), batch["labels"][:, 1:].reshape(-1), ignore_index=-100,
+        reduction=reduction,
     )
 
 
-def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SFTConfig, log=None) -> list[dict]:
-    """Run ``cfg.steps`` optimiser steps; returns the logged history."""
+def sharded_loss(model, batch: dict[str, torch.Tensor], world: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """This rank's part of the global token-mean loss, scaled so the gradient average is exact:
+    ``world * sum_local / n_global``. Returns it, the global mean (for logging) and the global count
+    of attended tokens."""
+    counts = torch.stack([(batch["labels"][:, 1:] != -100).sum(), batch["attention_mask"].sum()]).float()
+    n_global, tokens = distributed.all_reduce_sum(counts).tolist()
+    loss = sft_loss(model, batch, reduction="sum") * world / n_global
+    return loss, distributed.all_reduce_sum(loss.detach()) / world, int(tokens)
+
+
+def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SFTConfig, log=None, opt=None) -> list[dict]:
+    """Run ``cfg.steps`` optimiser steps; returns the logged history.
+
+    ``model``/``opt`` may be a data-parallel replica and its optimiser (tasks/distributed.py); by
+    default AdamW over the trainable parameters (all of them, or the LoRA adapters).
+    """
     g = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = opt or torch.optim.AdamW(trainable(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rank, world = distributed.rank(), distributed.world_size()
     model.train()
     device = next(model.parameters()).device
     order: list[int] = []
     history, t0, tokens = [], time.perf_counter(), 0
-    bar = tqdm(range(cfg.steps), desc="sft", unit="step", file=sys.stderr, mininterval=1.0)
+    bar = tqdm(range(cfg.steps), desc="sft", unit="step", file=sys.stderr, mininterval=1.0, disable=rank > 0)
     for step in bar:
         if len(order) < cfg.batch_size:  # a fresh permutation each epoch
             order += torch.randperm(len(examples), generator=g).tolist()
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        if world > 1:  # the same global batch on every rank (same generator); this rank's slice
+            idx = distributed.shard(idx, rank, world)
         batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], tokenizer.pad_token_id).items()}
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = sft_loss(model, batch)
+        if world == 1:
+            loss = shown = sft_loss(model, batch)
+            n_tokens = int(batch["attention_mask"].sum())
+        else:
+            loss, shown, n_tokens = sharded_loss(model, batch, world)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        opt.step()
-        tokens += int(batch["attention_mask"].sum())
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        grad_norm = distributed.clip_and_step(model, opt, cfg.max_grad_norm)
+        tokens += n_tokens
+        bar.set_postfix(loss=f"{shown.item():.3f}")
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             row = {
                 "step": step,
-                "loss": loss.item(),
+                "loss": shown.item(),
                 "lr": lr,
-                "grad_norm": float(grad_norm),
+                "grad_norm": grad_norm,
                 "tokens_per_s": tokens / (time.perf_counter() - t0),
             }
             history.append(row)
@@ -106,25 +134,40 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SF
 def main(argv: list[str] | None = None) -> int:
     args, params = stage_cli(__doc__, argv, {"data": "data/curated/sft.parquet", "model": "models/base"})
     cfg = params.sft
+    if (code := distributed.maybe_relaunch("tasks.sft", argv, cfg.scale)) is not None:
+        return code
     df = pd.read_parquet(args.data)
     if df.empty or df["solution"].isna().any():
         print(f"{args.data}: SFT needs rows with a worked solution; found {df['solution'].isna().sum()} without", file=sys.stderr)
         return 1
+    if cfg.batch_size < cfg.scale.num_processes:
+        print(f"sft.batch_size ({cfg.batch_size}) < sft.scale.num_processes: a process would get no rows", file=sys.stderr)
+        return 2
+    rank, world, device = distributed.init(cfg.scale)
     torch.manual_seed(cfg.seed)
     tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model).to("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(args.model).to(device)
+    peft_model = add_adapters(model, cfg.lora) if cfg.lora.enabled else None
+    policy = peft_model.get_base_model() if peft_model is not None else model  # adapters live inside it
+    opt = torch.optim.AdamW(trainable(policy), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    replica, opt = distributed.wrap(policy, opt, cfg.scale, cfg.max_grad_norm)
     examples = [encode_example(tokenizer, p, s, cfg.max_length) for p, s in zip(df["prompt"], df["solution"])]
+    if world > 1:
+        print(f"sft: rank {rank} of world size {world} on {device}", flush=True)
 
-    with stage_run(params.tracking, "sft", cfg.model_dump()) as run:
+    with distributed.tracking(params.tracking, "sft", cfg.model_dump()) as run:
         run.log_input_files([args.data])
-        run.log_metrics({"n_examples": len(examples), "n_parameters": count_parameters(model)})
+        run.log_metrics({"n_examples": len(examples), "n_parameters": count_parameters(model),
+                         "n_trainable_parameters": sum(p.numel() for p in trainable(policy))})
         t0 = time.perf_counter()
-        history = train(model, tokenizer, examples, cfg, log=run.log_metrics)
+        history = train(replica, tokenizer, examples, cfg, log=run.log_metrics, opt=opt)
         wall = time.perf_counter() - t0
-        model.save_pretrained(cfg.out_dir)
-        tokenizer.save_pretrained(cfg.out_dir)
+        distributed.save_pretrained(replica, tokenizer, cfg.out_dir, peft_model)
         summary = {"final_loss": history[-1]["loss"], "steps": cfg.steps, "examples": len(examples), "wall_s": round(wall, 1)}
         run.log_metrics({"wall_s": wall})
+    distributed.shutdown()
+    if rank > 0:
+        return 0
     Path("metrics").mkdir(exist_ok=True)
     Path("plots").mkdir(exist_ok=True)
     Path("metrics/sft.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,16 +1,27 @@
-"""GPU smoke test: one SFT step and one GRPO update of the tiny model on CUDA in bf16.
+"""GPU smoke tests: the tiny model on CUDA in bf16.
 
-Runs only where CUDA is present (`make test-gpu` on a GPU machine); CI has no GPU, so the `gpu`
-marker skips it there (tests/conftest.py). It checks the device paths of the same functions the
-stages use: sampling, completion log-probs, the SFT loss and the GRPO loss.
+Run only where CUDA is present (`make test-gpu` on a GPU machine); CI has no GPU, so the `gpu`
+marker skips them there (tests/conftest.py).
+
+- ``test_sft_and_grpo_step_on_cuda_bf16``: the device paths of the functions the stages use
+  (sampling, completion log-probs, the SFT loss and the GRPO loss).
+- ``test_stages_with_deepspeed_zero2_bf16``: one SFT step and one GRPO step through the real entry
+  points (``python -m tasks.sft`` / ``tasks.grpo``) with ``scale.deepspeed_config`` =
+  infra/deepspeed/zero2.json and bf16, in one process (tasks/distributed.py sets up the process
+  group DeepSpeed needs), then the same with LoRA and a KL term.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
+from safetensors.torch import load_file
 
-from tasks.config import ModelConfig
+from tasks.config import ModelConfig, load_params
+from tasks.curate import build, write_parquet
 from tasks.generation import completion_logprobs, sample
 from tasks.grpo.loss import group_advantages, policy_loss
 from tasks.models import build_tiny, load_model, load_tokenizer
@@ -41,3 +52,30 @@ def test_sft_and_grpo_step_on_cuda_bf16(tmp_path):
     loss.backward()
     opt.step()
     assert torch.isfinite(loss)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_stages_with_deepspeed_zero2_bf16(tmp_path, sh, subprocess_env):
+    from conftest import TINY
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**TINY, "tracking": {"uri": f"sqlite:///{tmp_path / 'm.db'}"}}))
+    cfg = load_params(tmp_path / "params.yaml")
+    splits, _ = build(cfg.curate)
+    for name in ("sft", "rl"):
+        write_parquet(splits[name], tmp_path / "data/curated" / f"{name}.parquet")
+    build_tiny(cfg.model, tmp_path / "models/base")
+    env = {**subprocess_env, "HF_HUB_OFFLINE": "1"}
+    ds = [f"scale.deepspeed_config={ROOT / 'infra/deepspeed/zero2.json'}", "scale.mixed_precision=bf16"]
+
+    sh(["python", "-m", "tasks.sft", *[a for o in ds for a in ("-S", f"sft.{o}")], "-S", "sft.steps=1"], tmp_path, env=env)
+    base, sft = load_file(tmp_path / "models/base/model.safetensors"), load_file(tmp_path / "models/sft/model.safetensors")
+    assert any(not torch.equal(base[k].float(), sft[k].float()) for k in base)
+    sh(["python", "-m", "tasks.grpo", *[a for o in ds for a in ("-S", f"grpo.{o}")], "-S", "grpo.steps=1",
+        "-S", "grpo.rewards={tag_count: 1.0}"], tmp_path, env=env)
+    assert (tmp_path / "models/grpo/model.safetensors").is_file()
+    sh(["python", "-m", "tasks.grpo", *[a for o in ds for a in ("-S", f"grpo.{o}")], "-S", "grpo.steps=1",
+        "-S", "grpo.lora.enabled=true", "-S", "grpo.beta=0.04", "-S", "grpo.out_dir=models/grpo_lora"], tmp_path, env=env)
+    merged = load_file(tmp_path / "models/grpo_lora/model.safetensors")
+    assert not any("lora" in k for k in merged)
