@@ -30,6 +30,7 @@ the stages through the environment, as ``tasks.tracking`` expects; stages nest t
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -233,6 +234,16 @@ def _publish(repo: Path) -> None:
         rows = _numeric_leaves(json.loads(metrics.read_text()))[:100]
         if rows:
             create_table_artifact(rows, key="eval-metrics", description="metrics/eval.json")
+    curriculum = repo / "plots" / "curriculum.png"
+    if curriculum.is_file():
+        # Prefect's image artifact wants a URL; inlining the PNG keeps it viewable offline.
+        png = base64.b64encode(curriculum.read_bytes()).decode()
+        create_markdown_artifact(
+            f"# GRPO curriculum\n\nSampling probability of each source per step "
+            f"(`plots/curriculum.csv`).\n\n![curriculum](data:image/png;base64,{png})\n",
+            key="grpo-curriculum",
+            description="plots/curriculum.png",
+        )
 
 
 @flow(name="post-training")

@@ -111,6 +111,32 @@ class ModelConfig(Strict):
     out_dir: str = "models/base"
 
 
+# ----------------------------------------------------------------------------- scale-out
+class LoraConfig(Strict):
+    """Low-rank adapters (peft) instead of full fine-tuning; see tasks/lora.py."""
+
+    enabled: bool = False
+    r: int = Field(8, ge=1, description="adapter rank")
+    alpha: int = Field(16, ge=1, description="scaling numerator: the update is (alpha / r) * B @ A")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1)
+
+
+class ScaleConfig(Strict):
+    """Processes and engine of one training stage; see tasks/distributed.py."""
+
+    num_processes: int = Field(1, ge=1, description="> 1 relaunches the stage under `launcher`")
+    launcher: Literal["torchrun", "deepspeed"] = "torchrun"
+    deepspeed_config: str | None = Field(None, description="e.g. infra/deepspeed/zero2.json; None = DDP")
+    mixed_precision: Literal["no", "bf16"] = Field("no", description="bf16 sets DeepSpeed's bf16 section")
+
+    @model_validator(mode="after")
+    def _precision(self) -> ScaleConfig:
+        if self.mixed_precision != "no" and self.deepspeed_config is None:
+            raise ValueError("mixed_precision: bf16 needs deepspeed_config (the DDP path trains in fp32)")
+        return self
+
+
 # ----------------------------------------------------------------------------- sft
 class SFTConfig(Strict):
     seed: int = 0
@@ -123,9 +149,27 @@ class SFTConfig(Strict):
     max_length: int = Field(256, ge=8)
     log_every: int = Field(10, ge=1)
     out_dir: str = "models/sft"
+    lora: LoraConfig = LoraConfig()
+    scale: ScaleConfig = ScaleConfig()
 
 
 # ----------------------------------------------------------------------------- grpo
+class CurriculumConfig(Strict):
+    """Settings of the prompt samplers (``grpo.sampler``); see tasks/grpo/sampler.py."""
+
+    # dump: UCB over each source's mean |advantage| (DUMP)
+    window: int = Field(300, ge=1, description="dump: rollouts per source in the sliding window")
+    c: float = Field(1.0, ge=0, description="dump: exploration coefficient of the UCB bonus")
+    tau: float = Field(0.1, gt=0, description="dump: softmax temperature over UCB scores")
+    # prioritized: p proportional to 1 - running success rate (Kimi k1.5)
+    level: Literal["source", "prompt"] = Field("source", description="prioritized: rate per source or per prompt")
+    ema: float = Field(0.9, ge=0, lt=1, description="prioritized: decay of the running success rate")
+    min_prob: float = Field(0.02, ge=0, lt=1, description="prioritized: floor on each arm's weight share")
+    # static: easy -> hard
+    order: list[str] | None = Field(None, description="static: sources easiest first (default: by difficulty)")
+    stage_steps: int = Field(50, ge=1, description="static: steps before the next source joins the pool")
+
+
 class GRPOConfig(Strict):
     seed: int = 0
     steps: int = Field(300, ge=1)
@@ -135,17 +179,39 @@ class GRPOConfig(Strict):
     temperature: float = Field(1.0, gt=0)
     lr: float = Field(5e-5, gt=0, le=1)
     warmup_steps: int = Field(10, ge=0)
+    lr_schedule: Literal["constant", "cosine", "linear"] = Field("constant", description="after warmup")
     max_grad_norm: float = Field(1.0, gt=0)
-    epsilon: float = Field(0.2, gt=0, lt=1, description="PPO clip range")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimiser step (splits the prompts)")
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field("grpo", description="token aggregation")
+    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="divide advantages by this std")
+    epsilon: float = Field(0.2, gt=0, lt=1, description="PPO clip range (lower side; upper too unless epsilon_high)")
+    epsilon_high: float | None = Field(None, gt=0, description="upper clip range (DAPO clip-higher); None = epsilon")
+    num_iterations: int = Field(1, ge=1, description="updates per rollout batch (mu); >1 reuses rollouts")
+    importance_sampling_level: Literal["token", "sequence"] = Field("token", description="sequence = GSPO")
     beta: float = Field(0.0, ge=0, description="KL coefficient; 0 loads no reference model")
-    scale_rewards: bool = Field(True, description="divide advantages by the group std")
-    sampler: Literal["uniform"] = "uniform"
+    mask_truncated: bool = Field(False, description="drop completions that hit max_new_tokens from the loss")
+    dynamic_sampling: bool = Field(False, description="DAPO: drop all-equal groups, sample more prompts")
+    max_sampling_rounds: int = Field(3, ge=1, description="dynamic sampling: generation rounds per step at most")
+    overlong_cache: int = Field(16, ge=0, description="length reward: soft-penalty zone before max_new_tokens")
+    sampler: Literal["uniform", "dump", "prioritized", "static"] = "uniform"
+    curriculum: CurriculumConfig = CurriculumConfig()
     rewards: dict[str, float] = Field(default_factory=lambda: {"accuracy": 1.0, "format": 0.1})
     reward_workers: int = Field(2, ge=1)
     reward_timeout_s: float = Field(5.0, gt=0)
     save_every: int = Field(100, ge=1)
     log_every: int = Field(5, ge=1)
     out_dir: str = "models/grpo"
+    lora: LoraConfig = LoraConfig()
+    scale: ScaleConfig = ScaleConfig()
+
+    @model_validator(mode="after")
+    def _overlong(self) -> GRPOConfig:
+        if "length" in self.rewards and self.overlong_cache > self.max_new_tokens:
+            raise ValueError(
+                f"overlong_cache ({self.overlong_cache}) must be <= max_new_tokens ({self.max_new_tokens}): "
+                "the length reward's soft zone lies inside the generation budget"
+            )
+        return self
 
     @field_validator("rewards")
     @classmethod
@@ -170,6 +236,8 @@ class EvaluateConfig(Strict):
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(256, ge=1)
     bootstrap_samples: int = Field(2000, ge=100)
+    reward_workers: int = Field(2, ge=1, description="verification worker processes")
+    reward_timeout_s: float = Field(5.0, gt=0, description="per-completion verification timeout")
     register_model: bool = Field(True, description="log and register the GRPO model in MLflow")
 
     @model_validator(mode="after")

@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = pd.read_parquet(args.data)[["id", "source", "prompt", "answer"]].to_dict("records")
     dirs = {"base": "models/base", "sft": "models/sft", "grpo": "models/grpo"}
     results, correct = {}, {}
-    with stage_run(params.tracking, "evaluate", cfg.model_dump()) as run, RewardExecutor(2, 5.0) as executor:
+    with stage_run(params.tracking, "evaluate", cfg.model_dump()) as run, RewardExecutor(
+        cfg.reward_workers, cfg.reward_timeout_s
+    ) as executor:
         run.log_input_files([args.data])
         for m in cfg.models:
             results[m], correct[m] = evaluate_model(dirs[m], rows, cfg, executor)

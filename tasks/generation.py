@@ -29,6 +29,14 @@ class Samples:
     texts: list[str]  # decoded completions, special tokens stripped
     truncated: torch.Tensor  # [B] bool: hit max_new_tokens without EOS
 
+    def select(self, idx: list[int]) -> Samples:
+        """The rows ``idx`` (e.g. the groups kept by dynamic sampling, or one micro-batch)."""
+        t = torch.tensor(idx, dtype=torch.long, device=self.prompt_ids.device)
+        return Samples(
+            self.prompt_ids[t], self.prompt_mask[t], self.completion_ids[t], self.completion_mask[t],
+            [self.texts[i] for i in idx], self.truncated[t],
+        )
+
 
 def encode_prompts(tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
@@ -95,12 +103,23 @@ def sample(
     return Samples(ids, mask, comp, comp_mask, texts, truncated)
 
 
-def completion_logprobs(model, samples: Samples) -> torch.Tensor:
-    """Per-token log-probabilities of the sampled completion tokens under ``model``: [B, T]."""
+def completion_logprobs(model, samples: Samples, with_entropy: bool = False):
+    """Per-token log-probabilities of the sampled completion tokens under ``model``: [B, T].
+
+    With ``with_entropy`` also the per-token entropy of the model's distribution (no gradient: it
+    is a metric), as ``(logp, entropy)``.
+    """
     ids = torch.cat([samples.prompt_ids, samples.completion_ids], dim=1)
     mask = torch.cat([samples.prompt_mask, samples.completion_mask], dim=1)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
     t = samples.completion_ids.shape[1]
     logits = logits[:, -t - 1 : -1, :].float()  # logits at position i predict token i+1
-    return torch.log_softmax(logits, dim=-1).gather(-1, samples.completion_ids[..., None]).squeeze(-1)
+    logprobs = torch.log_softmax(logits, dim=-1)
+    logp = logprobs.gather(-1, samples.completion_ids[..., None]).squeeze(-1)
+    if not with_entropy:
+        return logp
+    with torch.no_grad():
+        # clamp: a -inf log-prob (a masked-out token) has p = 0 and must add 0, not NaN
+        entropy = -(logprobs.exp() * logprobs.clamp(min=-1e4)).sum(-1)
+    return logp, entropy

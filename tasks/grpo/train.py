@@ -1,24 +1,32 @@
 """GRPO with verifiable rewards (`python -m tasks.grpo`): the training loop.
 
-One step, top to bottom (the maths is in ``loss.py``, sampling in ``tasks/generation.py``):
+One step, top to bottom (the maths is in ``loss.py``, rollouts in ``rollout.py``):
 
-1. the sampler picks ``prompts_per_step`` rows of the ``rl`` split (answer only, no solution);
-2. the policy samples ``group_size`` completions per prompt (temperature ``grpo.temperature``);
-3. the reward executor scores them in worker processes (math-verify never runs in this process);
-   rewards are the weighted sum of the registry's rewards named in ``grpo.rewards``;
-4. group-normalised advantages; one clipped policy-gradient update (+ k3 KL when beta > 0; with
-   beta = 0 no reference model is loaded at all);
-5. metrics to MLflow and ``plots/grpo_train.csv``; a checkpoint every ``save_every`` steps.
+1. the curriculum sampler (``grpo.sampler``) picks ``prompts_per_step`` rows of the ``rl`` split;
+2. the policy samples ``group_size`` completions per prompt; the reward executor scores them in
+   worker processes (math-verify and code never run in this process); group advantages;
+   with ``dynamic_sampling``, all-equal groups are dropped and more prompts drawn (rollout.py);
+3. the sampler is updated with every group's statistics (evaluation never updates it);
+4. ``num_iterations`` (mu) optimiser updates on the kept rollouts. The first update's forward pass
+   gives the rollout policy's log-probs, stored as pi_old for the later ones (no extra forward);
+   each update walks micro-batches of ``ceil(P / grad_accum)`` groups, scaling each micro-batch's
+   loss so the accumulated gradient equals the whole batch's (for grpo/dr_grpo/dapo; bnpo is a
+   per-micro-batch token mean by definition); one clipped gradient step per update;
+5. metrics to MLflow, ``plots/grpo_train.csv`` and ``plots/curriculum.csv``; a checkpoint every
+   ``save_every`` steps.
 
-Checkpoints live in ``checkpoints/grpo/step-N`` (written to a temporary folder, then renamed, so a
-crash never leaves a half checkpoint) with model, optimiser, sampler and RNG states; the stage
-resumes from the newest one automatically and keeps the last two.
+The learning rate is a pure function of the step (linear warmup, then constant, cosine or linear
+decay), so a resume needs no scheduler state. Checkpoints live in ``checkpoints/grpo/<run>/step-N``
+(written to a temporary folder, then renamed, so a crash never leaves a half checkpoint) with
+model, optimiser, sampler and RNG states and the metric history; the stage resumes from the
+newest one automatically and keeps the last two.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import shutil
 import sys
@@ -29,15 +37,19 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from tasks import distributed
 from tasks.config import GRPOConfig, stage_cli
-from tasks.generation import completion_logprobs, sample
-from tasks.grpo.loss import group_advantages, policy_loss
+from tasks.generation import completion_logprobs
+from tasks.grpo.curriculum_plot import plot_probabilities
+from tasks.grpo.loss import policy_loss
+from tasks.grpo.rollout import Rollout, collect, merged_stats
 from tasks.grpo.sampler import build_sampler
-from tasks.models import load_model, load_tokenizer, render_prompt
-from tasks.rewards import combine
+from tasks.lora import Reference, add_adapters, trainable
+from tasks.models import load_model, load_tokenizer
 from tasks.rewards.executor import RewardExecutor
-from tasks.tracking import md5, stage_run
+from tasks.tracking import md5
 
+ROW_COLUMNS = ("id", "source", "prompt", "answer", "difficulty", "tests", "rewards")
 CKPT_ROOT = Path("checkpoints/grpo")
 KEEP = 2
 
@@ -89,125 +101,202 @@ def load_checkpoint(path: Path, model, opt, sampler, gen: torch.Generator) -> tu
     return state["step"], json.loads((path / "history.json").read_text())
 
 
-# ----------------------------------------------------------------------------- one step
-def grpo_step(model, ref_model, tokenizer, rows: list[dict], cfg: GRPOConfig, opt, executor, gen) -> tuple[dict, dict]:
-    """Sample, score, update. Returns (scalar metrics, per-prompt stats for the sampler/table)."""
-    t0 = time.perf_counter()
-    prompts = [render_prompt(tokenizer, r["prompt"]) for r in rows]
-    samples = sample(model, tokenizer, prompts, cfg.group_size, cfg.max_new_tokens, cfg.temperature, generator=gen)
-    t_gen = time.perf_counter() - t0
+# ----------------------------------------------------------------------------- one update
+def lr_at(step: int, cfg: GRPOConfig) -> float:
+    """Linear warmup over ``warmup_steps``, then constant / cosine / linear decay to 0 at ``steps``."""
+    if step < cfg.warmup_steps or cfg.lr_schedule == "constant":
+        return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr * (1 - progress)
 
-    repeated = [r for r in rows for _ in range(cfg.group_size)]
-    scored = executor.score(samples.texts, repeated, list(cfg.rewards))
-    rewards = torch.tensor(combine(scored.per_reward, cfg.rewards))
-    adv = group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
 
-    model.train()
-    logp = completion_logprobs(model, samples)
-    adv = adv.to(logp.device)
-    ref_logp = None
+def micro_batches(kept: list[Rollout], cfg: GRPOConfig) -> list[Rollout]:
+    """Split the kept groups into pieces of at most ceil(P / grad_accum) groups (never across rounds)."""
+    per = max(1, math.ceil(cfg.prompts_per_step / cfg.grad_accum))
+    return [ro.groups(list(range(i, min(i + per, ro.n_groups)))) for ro in kept for i in range(0, ro.n_groups, per)]
+
+
+def update(model, ref_model, kept: list[Rollout], cfg: GRPOConfig, opt) -> dict[str, float]:
+    """``num_iterations`` clipped policy-gradient steps on the kept rollouts; returns metrics."""
+    pieces = micro_batches(kept, cfg)
+    masks = []
+    for piece in pieces:
+        mask = piece.samples.completion_mask
+        if cfg.mask_truncated:  # DAPO: a cut-off completion has no verdict to learn from
+            mask = mask * (~piece.samples.truncated)[:, None].to(mask.dtype)
+        masks.append(mask)
+    n_rows = sum(len(p.samples.texts) for p in pieces)
+    n_tokens = float(sum(m.sum() for m in masks))
+    # dapo's token mean is over the *global* batch; DDP then averages gradients over ranks, so each
+    # rank divides by (global tokens / world) to make the average the global token mean.
+    world = distributed.world_size()
+    n_items = float(distributed.all_reduce_sum(torch.tensor(n_tokens))) / world if world > 1 else n_tokens
+    ref = [None] * len(pieces)
     if cfg.beta > 0:
         with torch.no_grad():
-            ref_logp = completion_logprobs(ref_model, samples)
-    loss, stats = policy_loss(logp, logp.detach(), adv, samples.completion_mask, cfg.epsilon, cfg.beta, ref_logp)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-    opt.step()
+            ref = [completion_logprobs(ref_model, p.samples) for p in pieces]
+    old: list[torch.Tensor | None] = [None] * len(pieces)
+    model.train()
+    sums: dict[str, float] = {}
+    weight_total = 0.0
+    grad_norm = 0.0
+    for it in range(cfg.num_iterations):
+        opt.zero_grad(set_to_none=True)
+        for k, piece in enumerate(pieces):
+            if it == 0:
+                logp, entropy = completion_logprobs(model, piece.samples, with_entropy=True)
+                old[k] = logp.detach()  # pi_old: the policy that sampled these rollouts
+                m = masks[k].to(entropy.dtype)
+                sums["entropy"] = sums.get("entropy", 0.0) + float((entropy * m).sum())
+            else:
+                logp = completion_logprobs(model, piece.samples)
+            loss, stats = policy_loss(
+                logp, old[k], piece.advantages.to(logp.device), masks[k],
+                loss_type=cfg.loss_type, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
+                importance_sampling_level=cfg.importance_sampling_level, beta=cfg.beta, ref_logp=ref[k],
+                max_completion_length=cfg.max_new_tokens, num_items_in_batch=n_items,
+            )
+            # Scale so the accumulated gradient is the whole batch's loss (see the module docstring).
+            rows = len(piece.samples.texts)
+            scale = {"grpo": rows / n_rows, "dr_grpo": rows / n_rows, "dapo": 1.0, "bnpo": 1 / len(pieces)}[cfg.loss_type]
+            (loss * scale).backward()
+            w = float(masks[k].sum())
+            weight_total += w
+            sums["loss"] = sums.get("loss", 0.0) + loss.item() * scale
+            for key, v in stats.items():
+                sums[key] = sums.get(key, 0.0) + v * w
+        grad_norm = distributed.clip_and_step(model, opt, cfg.max_grad_norm)  # DeepSpeed clips in its step
+    out = {k: v / max(weight_total, 1.0) for k, v in sums.items() if k not in ("loss", "entropy")}
+    out["loss"] = sums["loss"] / cfg.num_iterations
+    out["entropy"] = sums["entropy"] / max(n_tokens, 1.0)
+    out["grad_norm"] = grad_norm
+    lengths = torch.cat([p.samples.completion_mask.sum(1) for p in pieces]).float()
+    out["response_length"] = lengths.mean().item()
+    out["truncated"] = torch.cat([p.samples.truncated for p in pieces]).float().mean().item()
+    return out
 
-    groups = rewards.view(-1, cfg.group_size)
-    acc = torch.tensor([a if a is not None else 0.0 for a in scored.per_reward.get("accuracy", [0.0] * len(rewards))])
-    metrics = {
-        "loss": loss.item(),
-        "reward_mean": rewards.mean().item(),
-        "reward_std": rewards.std(unbiased=False).item(),
-        "accuracy": acc.mean().item(),
-        "zero_std_groups": (groups.std(1, unbiased=False) == 0).float().mean().item(),
-        "response_length": samples.completion_mask.sum(1).float().mean().item(),
-        "truncated": samples.truncated.float().mean().item(),
-        "grad_norm": float(grad_norm),
-        "time/generate_s": t_gen,
-        "time/step_s": time.perf_counter() - t0,
-        **stats,
-        **scored.metrics(),
-    }
-    per_prompt = {
-        "rows": rows,
-        "accuracy": acc.view(-1, cfg.group_size).mean(1).tolist(),
-        "mean_abs_adv": adv.view(-1, cfg.group_size).abs().mean(1).tolist(),
-        "texts": samples.texts,
-        "rewards": rewards.tolist(),
-        "advantages": adv.tolist(),
-    }
-    return metrics, per_prompt
 
-
-def per_source(per_prompt: dict) -> dict[str, float]:
+def per_source(stats: dict) -> dict[str, float]:
     sums: dict[str, list[float]] = {}
-    for row, a in zip(per_prompt["rows"], per_prompt["accuracy"]):
+    for row, a in zip(stats["rows"], stats["accuracy"]):
         sums.setdefault(row["source"], []).append(a)
     return {f"accuracy/{s}": sum(v) / len(v) for s, v in sums.items()}
+
+
+def curriculum_metrics(sampler) -> dict[str, float]:
+    """The sampler's next-draw probabilities and per-arm statistics, flattened for the tracker."""
+    out = {f"curriculum/p/{s}": p for s, p in sampler.probabilities().items()}
+    for s, st in sampler.arm_stats().items():
+        out.update({f"curriculum/{k}/{s}": float(v) for k, v in st.items() if k != "prob"})  # prob: logged as p/
+    return out
+
+
+def completions_table(seen: list[Rollout]) -> dict[str, list]:
+    """Prompts, completions, each reward's score, the total and the advantage (every round seen)."""
+    table: dict[str, list] = {"prompt": [], "source": [], "completion": [], "reward": [], "advantage": [], "kept": []}
+    names = list(seen[0].per_reward)
+    for name in names:
+        table[f"reward/{name}"] = []
+    for ro in seen:
+        for i, text in enumerate(ro.samples.texts):
+            row = ro.rows[i // ro.group_size]
+            table["prompt"].append(row["prompt"])
+            table["source"].append(row["source"])
+            table["completion"].append(text)
+            table["reward"].append(float(ro.rewards[i]))
+            table["advantage"].append(float(ro.advantages[i]))
+            table["kept"].append(i // ro.group_size in ro.kept_groups)
+            for name in names:
+                table[f"reward/{name}"].append(ro.per_reward[name][i])
+    return table
+
+
+def train_step(step: int, model, ref_model, tokenizer, rows: list[dict], sampler, cfg: GRPOConfig, opt, executor, gen):
+    """One GRPO step (points 1-4 of the module docstring). Returns (metrics, the curriculum
+    probabilities this step drew with, (kept, seen) rollouts)."""
+    t_step = time.perf_counter()
+    lr = lr_at(step, cfg)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    curriculum = curriculum_metrics(sampler)
+    kept, seen, metrics = collect(model, tokenizer, lambda k: [rows[i] for i in sampler.sample(k)], cfg, executor, gen)
+    if kept:  # dynamic sampling may find no informative group: then there is nothing to learn
+        metrics.update(update(model, ref_model, kept, cfg, opt))
+    stats = merged_stats(seen)
+    sampler.update(stats)  # the trainer is the only caller of update; evaluation never is
+    metrics.update(per_source(stats), **curriculum, lr=lr, **{"time/step_s": time.perf_counter() - t_step})
+    return metrics, curriculum, (kept, seen)
 
 
 # ----------------------------------------------------------------------------- the stage
 def main(argv: list[str] | None = None) -> int:
     args, params = stage_cli(__doc__, argv, {"data": "data/curated/rl.parquet", "model": "models/sft"})
     cfg = params.grpo
+    if cfg.scale.num_processes > 1 and (cfg.dynamic_sampling or cfg.prompts_per_step % cfg.scale.num_processes):
+        # every rank must run the same number of backward passes (DDP/DeepSpeed synchronise each one)
+        print("config error: grpo.scale.num_processes > 1 needs prompts_per_step divisible by it and "
+              "dynamic_sampling off", file=sys.stderr)
+        return 2
+    if (code := distributed.maybe_relaunch("tasks.grpo", argv, cfg.scale)) is not None:
+        return code
     df = pd.read_parquet(args.data)
     if df.empty:
         print(f"{args.data}: no RL prompts", file=sys.stderr)
         return 1
-    rows = df[["id", "source", "prompt", "answer"]].to_dict("records")
+    rows = df[[c for c in ROW_COLUMNS if c in df.columns]].to_dict("records")
 
+    rank, world, device = distributed.init(cfg.scale)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + rank)  # each rank samples its own completions
     tokenizer = load_tokenizer(args.model)
     model = load_model(args.model).to(device)
-    ref_model = load_model(args.model).to(device).eval().requires_grad_(False) if cfg.beta > 0 else None
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sampler = build_sampler(cfg.sampler, [r["source"] for r in rows], cfg.seed)
+    peft_model = add_adapters(model, cfg.lora) if cfg.lora.enabled else None
+    if peft_model is not None:  # the reference is the base: the same weights with the adapters off
+        model = peft_model.get_base_model()
+        ref_model = Reference(peft_model) if cfg.beta > 0 else None
+    else:
+        ref_model = load_model(args.model).to(device).eval().requires_grad_(False) if cfg.beta > 0 else None
+    opt = torch.optim.AdamW(trainable(model), lr=cfg.lr, weight_decay=0.0)
+    sampler = build_sampler(
+        cfg.sampler, [r["source"] for r in rows], cfg.seed, cfg.curriculum, [int(r.get("difficulty", -1)) for r in rows],
+        [r["id"] for r in rows],
+    )
 
     ckpt_dir = CKPT_ROOT / run_key(cfg, [Path(args.data), Path(args.model)])
     start, history = 0, []
     if ckpt := latest_checkpoint(ckpt_dir):
         start, history = load_checkpoint(ckpt, model, opt, sampler, gen)
         print(f"grpo: resuming from {ckpt} (step {start})")
+    model, opt = distributed.wrap(model, opt, cfg.scale, cfg.max_grad_norm)  # after a resume: rank 0's state wins
+    if world > 1:
+        sampler = distributed.ShardedSampler(sampler, rank, world)
+        print(f"grpo: rank {rank} of world size {world} on {device}", flush=True)
 
-    with stage_run(params.tracking, "grpo", cfg.model_dump()) as run, RewardExecutor(
+    with distributed.tracking(params.tracking, "grpo", cfg.model_dump()) as run, RewardExecutor(
         cfg.reward_workers, cfg.reward_timeout_s
     ) as executor:
         run.log_input_files([args.data])
         run.set_tags({"resumed_from_step": start})
-        bar = tqdm(range(start, cfg.steps), desc="grpo", unit="step", initial=start, total=cfg.steps, file=sys.stderr, mininterval=1.0)
+        bar = tqdm(range(start, cfg.steps), desc="grpo", unit="step", initial=start, total=cfg.steps, file=sys.stderr,
+                   mininterval=1.0, disable=rank > 0)
         t0 = time.perf_counter()
         for step in bar:
-            for group in opt.param_groups:  # linear warmup, then constant
-                group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-            batch = [rows[i] for i in sampler.sample(cfg.prompts_per_step)]
-            metrics, per_prompt = grpo_step(model, ref_model, tokenizer, batch, cfg, opt, executor, gen)
-            sampler.update(per_prompt)
-            metrics.update(per_source(per_prompt), lr=opt.param_groups[0]["lr"])
-            history.append({"step": step, **{k: metrics[k] for k in ("reward_mean", "accuracy", "loss", "kl")}})
+            metrics, curriculum, (kept, seen) = train_step(step, model, ref_model, tokenizer, rows, sampler, cfg, opt, executor, gen)
+            metrics = distributed.mean_metrics(metrics)  # identity for one process
+            history.append({"step": step, **{k: metrics.get(k, float("nan")) for k in ("reward_mean", "accuracy", "loss", "kl")},
+                            "curriculum": {k: v for k, v in curriculum.items() if k.startswith("curriculum/p/")}})
             bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", acc=f"{metrics['accuracy']:.2f}")
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 run.log_metrics(metrics, step)
             if step % (cfg.log_every * 20) == 0:  # a sample of completions, for reading
-                run.log_table(
-                    {
-                        "prompt": [r["prompt"] for r in per_prompt["rows"] for _ in range(cfg.group_size)],
-                        "completion": per_prompt["texts"],
-                        "reward": per_prompt["rewards"],
-                        "advantage": per_prompt["advantages"],
-                    },
-                    f"completions/step_{step:06d}.json",
-                )
-            if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-                save_checkpoint(ckpt_dir, step + 1, model, opt, sampler, gen, history)
+                run.log_table(completions_table(seen), f"completions/step_{step:06d}.json")
+            if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps and distributed.is_main():
+                save_checkpoint(ckpt_dir, step + 1, distributed.unwrap(model), opt, sampler, gen, history)
         wall = time.perf_counter() - t0
-        model.save_pretrained(cfg.out_dir)
-        tokenizer.save_pretrained(cfg.out_dir)
+        distributed.save_pretrained(model, tokenizer, cfg.out_dir, peft_model)
         tail = history[-max(1, len(history) // 10) :]
         summary = {
             "steps": cfg.steps,
@@ -216,10 +305,25 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": round(wall, 1),
         }
         run.log_metrics({"wall_s": wall})
-    Path("metrics").mkdir(exist_ok=True)
-    Path("plots").mkdir(exist_ok=True)
-    Path("metrics/grpo.json").write_text(json.dumps(summary, indent=2) + "\n")
-    pd.DataFrame(history).to_csv("plots/grpo_train.csv", index=False)
+        if world > 1:  # the curriculum state and the weights must agree on every rank
+            print(f"grpo: rank {rank} sampler {distributed.digest(sampler.state_dict())} "
+                  f"weights {distributed.weights_digest(model)}", flush=True)
+        distributed.shutdown()
+        if rank > 0:
+            return 0
+        Path("metrics").mkdir(exist_ok=True)
+        Path("plots").mkdir(exist_ok=True)
+        Path("metrics/grpo.json").write_text(json.dumps(summary, indent=2) + "\n")
+        pd.DataFrame([{k: v for k, v in h.items() if k != "curriculum"} for h in history]).to_csv(
+            "plots/grpo_train.csv", index=False
+        )
+        probs = pd.DataFrame(
+            [{"step": h["step"], "source": k.removeprefix("curriculum/p/"), "probability": v}
+             for h in history for k, v in h["curriculum"].items()]
+        )
+        probs.to_csv("plots/curriculum.csv", index=False)
+        plot_probabilities(probs, Path("plots/curriculum.png"), title=f"grpo.sampler = {cfg.sampler}")
+        run.log_artifact("plots/curriculum.png")
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # the finished model is the DVC output now
     print(f"grpo: {cfg.steps} steps in {wall:.1f}s, train accuracy (last 10%) {summary['final_train_accuracy']:.3f}")
     return 0

@@ -7,6 +7,7 @@ tiny settings (checks the real entry points end to end).
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from pathlib import Path
@@ -162,6 +163,15 @@ def test_full_pipeline_through_the_flow(tiny_project: Path, sh, subprocess_env):
     stage_runs = [r for r in _runs(uri) if r.data.tags.get("r1flow.kind") == "stage"]
     assert sorted(r.data.tags["r1flow.stage"] for r in stage_runs) == sorted(STAGES)
     assert {r.data.tags.get("mlflow.parentRunId") for r in stage_runs} == {out["parent_run_id"]}
+
+    # the curriculum PNG reaches the person in the Prefect UI, inlined so it renders offline
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        [art] = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["grpo-curriculum"])))
+    png = base64.b64encode((repo / "plots/curriculum.png").read_bytes()).decode()
+    assert f"data:image/png;base64,{png}" in art.data
 
     assert post_training(repo=str(repo))["stages"] == dict.fromkeys(STAGES, "skipped")
 

@@ -208,8 +208,11 @@ def test_repro_runs_all_then_nothing_then_only_what_changed(tiny_project: Path, 
 
 
 # ----------------------------------------------------------------------------- resume
-RESUME = ["grpo.steps=8", "grpo.save_every=2", "grpo.group_size=4", "grpo.rewards={tag_count: 1.0}"]
-OUTPUTS = ("models/grpo", "metrics/grpo.json", "plots/grpo_train.csv")
+# The DUMP curriculum and mu = 2 rollout reuse, so their state (window statistics, counts, RNG,
+# optimiser moments after two updates per step) must survive the kill too.
+RESUME = ["grpo.steps=8", "grpo.save_every=2", "grpo.group_size=4", "grpo.rewards={tag_count: 1.0}",
+          "grpo.sampler=dump", "grpo.num_iterations=2"]
+OUTPUTS = ("models/grpo", "metrics/grpo.json", "plots/grpo_train.csv", "plots/curriculum.csv")
 
 
 def _rl_rows() -> pd.DataFrame:
@@ -266,6 +269,11 @@ def test_grpo_resumes_after_sigkill(tiny_project: Path, sh, env):
     hist = pd.read_csv(p / "plots/grpo_train.csv")
     assert hist["step"].tolist() == list(range(8))  # steps before the kill come from the checkpoint
     pd.testing.assert_frame_equal(hist, pd.read_csv(ref / "grpo_train.csv"), check_exact=True)
+    # the curriculum's probabilities at every step, the ones after the resume included, are A's
+    curriculum = pd.read_csv(p / "plots/curriculum.csv")
+    pd.testing.assert_frame_equal(curriculum, pd.read_csv(ref / "curriculum.csv"), check_exact=True)
+    assert curriculum.groupby("step").probability.sum().round(9).eq(1).all()
+    assert curriculum[curriculum.step == 7].probability.nunique() > 1  # DUMP moved off uniform
     resumed = weights(p / "models/grpo")
     assert all(torch.equal(resumed[k], trained[k]) for k in trained), "resumed run differs from run A"
     assert not list((p / "checkpoints").rglob("step-*"))

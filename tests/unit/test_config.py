@@ -98,3 +98,14 @@ def test_file_problems(tmp_path):
         load_params(tmp_path / "missing.yaml")
     assert "not valid YAML" in error_of(tmp_path, "sft: [unclosed\n")
     assert "top level must be a mapping" in error_of(tmp_path, "- a\n- b\n")
+
+
+def test_length_reward_soft_zone_must_fit_the_budget(tmp_path):
+    from tasks.config import ConfigError, load_params
+
+    p = tmp_path / "params.yaml"
+    p.write_text("grpo:\n  max_new_tokens: 8\n  overlong_cache: 16\n  rewards: {accuracy: 1.0, length: 1.0}\n")
+    with pytest.raises(ConfigError, match=r"grpo.*overlong_cache \(16\) must be <= max_new_tokens \(8\)"):
+        load_params(p)
+    p.write_text("grpo:\n  max_new_tokens: 8\n  overlong_cache: 16\n  rewards: {accuracy: 1.0}\n")
+    assert load_params(p).grpo.overlong_cache == 16  # unused without the length reward

@@ -1,0 +1,157 @@
+"""GRPO rollouts: sample groups, score them in the reward executor, compute advantages, and
+(DAPO's dynamic sampling) keep only groups that carry a learning signal.
+
+Choices:
+
+- The trainer's process only generates tokens and does arithmetic on scores; every reward runs
+  in the executor's worker processes. Each completion is sent with its row plus the facts only
+  the trainer knows (``completion_tokens``, ``max_completion_tokens``, ``overlong_cache``), which
+  the ``length`` reward reads.
+- Advantages are computed per generation round (``scale_rewards="batch"`` uses that round's std).
+- Dynamic sampling: a group whose rewards are all equal has advantage 0 for every completion and
+  adds nothing to the gradient. With ``dynamic_sampling`` on, such groups are dropped and another
+  round of ``prompts_per_step`` prompts is drawn, up to ``max_sampling_rounds`` rounds; the step
+  then trains on the informative groups it has (possibly fewer than ``prompts_per_step``; zero
+  groups -> no update that step). Dropped groups still feed the prompt sampler: "all right" or
+  "all wrong" is exactly what a curriculum needs to hear.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from tasks.config import GRPOConfig
+from tasks.generation import Samples, sample
+from tasks.grpo.loss import group_advantages
+from tasks.models import render_prompt
+from tasks.rewards import combine
+
+
+@dataclass
+class Rollout:
+    """One round of ``P`` groups of ``G`` completions, laid out group by group."""
+
+    rows: list[dict]  # P prompts
+    samples: Samples  # P*G completions
+    rewards: torch.Tensor  # [P*G] weighted sum of the configured rewards
+    advantages: torch.Tensor  # [P*G]
+    per_reward: dict[str, list[float | None]]  # each reward's raw score per completion
+    group_size: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    kept_groups: list[int] = field(default_factory=list)  # which of this round's groups were trained on
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.rows)
+
+    def informative(self) -> list[int]:
+        """Indices of groups whose rewards are not all equal."""
+        r = self.rewards.view(-1, self.group_size)
+        return [i for i in range(len(self.rows)) if float(r[i].max()) != float(r[i].min())]
+
+    def groups(self, keep: list[int]) -> Rollout:
+        """The sub-rollout of groups ``keep`` (advantages stay as computed on the whole round)."""
+        g = self.group_size
+        idx = [i * g + j for i in keep for j in range(g)]
+        t = torch.tensor(idx, dtype=torch.long)
+        return Rollout(
+            [self.rows[i] for i in keep], self.samples.select(idx), self.rewards[t], self.advantages[t],
+            {k: [v[i] for i in idx] for k, v in self.per_reward.items()}, g, dict(self.metrics),
+        )
+
+    def prompt_stats(self) -> dict:
+        """Per-prompt statistics for the curriculum sampler (see tasks/grpo/sampler.py)."""
+        g = self.group_size
+        acc = [0.0 if a is None else a for a in self.per_reward.get("accuracy", [0.0] * len(self.rewards))]
+        acc_t = torch.tensor(acc, dtype=torch.float32).view(-1, g)
+        adv = self.advantages.view(-1, g)
+        return {
+            "rows": self.rows,
+            "accuracy": acc_t.mean(1).tolist(),
+            "mean_abs_adv": adv.abs().mean(1).tolist(),
+            "advantages": self.advantages.tolist(),
+            "rewards": self.rewards.tolist(),
+        }
+
+
+def generate_and_score(model, tokenizer, rows: list[dict], cfg: GRPOConfig, executor, gen) -> Rollout:
+    """Sample ``group_size`` completions per row, score them, and compute group advantages."""
+    t0 = time.perf_counter()
+    prompts = [render_prompt(tokenizer, r["prompt"]) for r in rows]
+    samples = sample(model, tokenizer, prompts, cfg.group_size, cfg.max_new_tokens, cfg.temperature, generator=gen)
+    t_gen = time.perf_counter() - t0
+
+    n_tokens = samples.completion_mask.sum(1).tolist()
+    per_completion = [
+        {**row, "completion_tokens": int(n), "max_completion_tokens": cfg.max_new_tokens,
+         "overlong_cache": cfg.overlong_cache}
+        for row, n in zip([r for r in rows for _ in range(cfg.group_size)], n_tokens)
+    ]
+    scored = executor.score(samples.texts, per_completion, list(cfg.rewards))
+    rewards = torch.tensor(combine(scored.per_reward, cfg.rewards), dtype=torch.float32)
+    adv = group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
+    metrics = {
+        "time/generate_s": t_gen,
+        "time/reward_s": scored.wall_s,
+        **scored.metrics(),
+    }
+    return Rollout(rows, samples, rewards, adv, scored.per_reward, cfg.group_size, metrics)
+
+
+def collect(model, tokenizer, draw, cfg: GRPOConfig, executor, gen) -> tuple[list[Rollout], list[Rollout], dict]:
+    """Rollouts for one step: ``(kept, seen, metrics)``.
+
+    ``draw(k)`` returns ``k`` rows (from the prompt sampler). Without dynamic sampling one round is
+    drawn and kept whole. With it, informative groups are kept until ``prompts_per_step`` are in
+    hand or ``max_sampling_rounds`` rounds have run. ``seen`` holds every round, for the sampler.
+    """
+    want = cfg.prompts_per_step
+    rounds = cfg.max_sampling_rounds if cfg.dynamic_sampling else 1
+    kept: list[Rollout] = []
+    seen: list[Rollout] = []
+    n_kept = dropped = 0
+    for _ in range(rounds):
+        ro = generate_and_score(model, tokenizer, draw(want), cfg, executor, gen)
+        seen.append(ro)
+        if not cfg.dynamic_sampling:
+            ro.kept_groups = list(range(ro.n_groups))
+            kept.append(ro)
+            n_kept = ro.n_groups
+            break
+        good = ro.informative()
+        dropped += ro.n_groups - len(good)
+        take = good[: want - n_kept]
+        ro.kept_groups = take
+        if take:
+            kept.append(ro.groups(take))
+            n_kept += len(take)
+        if n_kept >= want:
+            break
+    metrics = {
+        "sampling/rounds": len(seen),
+        "sampling/dropped_groups": dropped,
+        "sampling/kept_groups": n_kept,
+        "zero_std_groups": sum(ro.n_groups - len(ro.informative()) for ro in seen) / sum(ro.n_groups for ro in seen),
+    }
+    for key in ("time/generate_s", "time/reward_s", "reward/timeouts", "reward/errors", "reward/not_applicable"):
+        metrics[key] = sum(ro.metrics.get(key, 0.0) for ro in seen)
+    for name in seen[0].per_reward:  # each reward's mean over every scored completion of the step
+        scores = [v for ro in seen for v in ro.per_reward[name] if v is not None]
+        metrics[f"reward/{name}"] = sum(scores) / len(scores) if scores else float("nan")
+    all_rewards = torch.cat([ro.rewards for ro in seen])
+    acc = [0.0 if a is None else a for ro in seen for a in ro.per_reward.get("accuracy", [0.0] * len(ro.rewards))]
+    metrics.update(reward_mean=all_rewards.mean().item(), reward_std=all_rewards.std(unbiased=False).item(),
+                   accuracy=sum(acc) / len(acc))
+    return kept, seen, metrics
+
+
+def merged_stats(rollouts: list[Rollout]) -> dict:
+    """Concatenate the per-prompt statistics of several rounds (one sampler update per step)."""
+    out: dict = {"rows": [], "accuracy": [], "mean_abs_adv": [], "advantages": [], "rewards": []}
+    for ro in rollouts:
+        for k, v in ro.prompt_stats().items():
+            out[k] += v
+    return out
