@@ -8,7 +8,7 @@ export PATH := $(BIN):$(PATH)
 # torch first, from the CPU build on this machine; a GPU box sets TORCH_SPEC to its CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup run test test-fast test-gpu lint bench-rewards experiment-curriculum ui-mlflow ui-prefect clean
+.PHONY: setup run test test-fast test-gpu lint bench-rewards bench-grpo experiment-curriculum ui-mlflow ui-prefect clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,11 @@ lint: setup
 
 bench-rewards: setup
 	python benchmarks/bench_rewards.py
+
+# r1flow's GRPO step vs TRL's GRPOTrainer on the same model and settings (~2 min).
+bench-grpo: setup
+	pip install -q -e ".[bench]"
+	python benchmarks/bench_grpo.py
 
 # Each curriculum sampler x 5 seeds of GRPO from the SFT model (~30 min on 2 cores); the SFT model
 # and data come from the DAG (reused from the DVC cache when already built).
