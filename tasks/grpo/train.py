@@ -291,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", acc=f"{metrics['accuracy']:.2f}")
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 run.log_metrics(metrics, step)
+            else:  # the curriculum is logged every step: its probabilities move step by step
+                run.log_metrics({k: v for k, v in metrics.items() if k.startswith("curriculum/")}, step)
             if step % (cfg.log_every * 20) == 0:  # a sample of completions, for reading
                 run.log_table(completions_table(seen), f"completions/step_{step:06d}.json")
             if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps and distributed.is_main():

@@ -123,6 +123,13 @@ def check_tracking(p: Path, params, ev: dict) -> None:
     for key in ("reward_mean", "loss", "kl", "response_length"):
         steps = sorted(m.step for m in client.get_metric_history(grpo_id, key))
         assert steps == [0, 1], key
+    grpo_metrics = runs["grpo"].data.metrics
+    for key in ("reward/accuracy", "reward/format", "reward/timeouts", "reward/errors", "entropy", "clip_frac"):
+        assert key in grpo_metrics, key
+    sources = sorted(pd.read_parquet(p / "data/curated/rl.parquet").source.unique())
+    probs = [grpo_metrics[f"curriculum/p/{s}"] for s in sources]  # the sampler's view, every source
+    assert sum(probs) == pytest.approx(1.0)
+    assert "curriculum.png" in {a.path for a in client.list_artifacts(grpo_id)}
     assert [m.step for m in client.get_metric_history(runs["sft"].info.run_id, "loss")] == [0, 1, 2, 3, 4]
     ev_metrics = runs["evaluate"].data.metrics
     assert ev_metrics["grpo_vs_sft/diff"] == pytest.approx(ev["grpo_vs_sft"]["diff"])
