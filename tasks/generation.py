@@ -132,8 +132,12 @@ def sample(
     kv = _BufferCache(width + max_new_tokens)
     cache = {_cache_kwarg(model): kv}
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    # The attention mask of every step is a prefix of this one (decode columns are all 1).
+    # The attention mask of every step is a prefix of this one (decode columns are all 1). With
+    # SDPA it goes in as the ready 4D boolean mask [B, 1, 1, kv] a one-token query needs, which
+    # spares transformers rebuilding the causal mask from the 2D one at every step.
     attn = torch.cat([mask, mask.new_ones(batch, max_new_tokens)], dim=1)
+    if getattr(model.config, "_attn_implementation", None) == "sdpa":
+        attn = attn.bool()[:, None, None, :]
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **cache)
     next_pos = positions[:, -1:] + 1
     rows = torch.arange(batch, device=device)  # active batch row -> output row
@@ -158,7 +162,8 @@ def sample(
             rows, tok, next_pos, attn = rows[keep], tok[keep], next_pos[keep], attn[keep]
             kv.batch_select_indices(keep)
         out = model(
-            input_ids=tok[:, None], attention_mask=attn[:, : width + t + 1], position_ids=next_pos, use_cache=True, **cache
+            input_ids=tok[:, None], attention_mask=attn[..., : width + t + 1], position_ids=next_pos, use_cache=True,
+            **cache,
         )
         next_pos = next_pos + 1
 

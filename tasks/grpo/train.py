@@ -212,6 +212,8 @@ def update(model, ref_model, kept: list[Rollout], cfg: GRPOConfig, opt, *, max_b
     # rank divides by (global tokens / world) to make the average the global token mean.
     world = distributed.world_size()
     n_items = float(distributed.all_reduce_sum(torch.tensor(n_tokens))) / world if world > 1 else n_tokens
+    if world > 1:  # DDP/DeepSpeed all-reduce at every backward: extra passes would cost traffic
+        max_buckets = 1
     work = chunks(pieces, masks, cfg, n_rows, max_buckets, min_bucket_rows, trim_padding)
     ref = [None] * len(work)
     if cfg.beta > 0:

@@ -232,8 +232,14 @@ def reference_greedy(model, tok, prompts, max_new_tokens):
     return torch.stack(out, 1)
 
 
-def test_greedy_equals_a_full_batch_cacheless_decode(eos_model, tok):
-    got = sample(eos_model, tok, MORE, max_new_tokens=16, greedy=True)
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])  # sdpa takes a ready 4D decode mask, eager the 2D one
+def test_greedy_equals_a_full_batch_cacheless_decode(eos_model, tok, attn):
+    import copy
+
+    model = copy.deepcopy(eos_model)
+    model.set_attn_implementation(attn)
+    assert model.config._attn_implementation == attn
+    got = sample(model, tok, MORE, max_new_tokens=16, greedy=True)
     want = reference_greedy(eos_model, tok, MORE, 16)
     assert torch.equal(got.completion_ids, want)
     lengths = got.completion_mask.sum(1).tolist()
