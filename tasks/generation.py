@@ -14,6 +14,8 @@ Choices:
 - Sampling is still one draw per active row from softmax(logits / T); which generator draws land
   on which row depends on the batch, so a seeded run differs from the full-batch loop's stream,
   but greedy decoding returns exactly the tokens of a full-batch decode.
+- Runs under ``torch.inference_mode`` (less per-op bookkeeping than ``no_grad``) and returns
+  ordinary tensors.
 - Returns token ids, not only text, so the trainer scores exactly the tokens that were sampled
   (re-tokenising decoded text can produce a different split).
 """
@@ -107,7 +109,6 @@ class _BufferCache(DynamicCache):
         Cache.__init__(self, layer_class_to_replicate=functools.partial(_BufferLayer, capacity))
 
 
-@torch.no_grad()
 def sample(
     model,
     tokenizer,
@@ -119,6 +120,25 @@ def sample(
     generator: torch.Generator | None = None,
 ) -> Samples:
     """Draw ``n`` completions per prompt (rows grouped: prompt i owns rows i*n .. i*n+n-1)."""
+    s = _sample(model, tokenizer, prompts, n, max_new_tokens, temperature, greedy, generator)
+    # The trainer differentiates through these ids (the embedding saves them for backward), which
+    # inference tensors refuse: copy them out of inference mode.
+    return Samples(s.prompt_ids.clone(), s.prompt_mask.clone(), s.completion_ids.clone(),
+                   s.completion_mask.clone(), s.texts, s.truncated.clone())
+
+
+@torch.inference_mode()
+def _sample(
+    model,
+    tokenizer,
+    prompts: list[str],
+    n: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+) -> Samples:
+    """``sample``'s decode loop; its tensors are inference tensors."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     was_training = model.training
