@@ -156,7 +156,8 @@ def _sample(
     # SDPA it goes in as the ready 4D boolean mask [B, 1, 1, kv] a one-token query needs, which
     # spares transformers rebuilding the causal mask from the 2D one at every step.
     attn = torch.cat([mask, mask.new_ones(batch, max_new_tokens)], dim=1)
-    if getattr(model.config, "_attn_implementation", None) == "sdpa":
+    # (a DDP/DeepSpeed wrapper has no config: it keeps the 2D mask)
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa":
         attn = attn.bool()[:, None, None, :]
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **cache)
     next_pos = positions[:, -1:] + 1
