@@ -3,21 +3,32 @@
 Choices:
 - Prompts are left-padded so every row's next token sits in the last column; position ids are
   derived from the attention mask so padding does not shift positions.
-- A lean KV-cached decode loop instead of ``model.generate``: one forward per new token over the
-  whole batch, sampling on the last logits, and rows that have emitted EOS keep receiving pad.
-  It stops as soon as every row is done. On tiny models the per-token Python overhead of
-  ``generate`` (logits processors, stopping criteria, cache bookkeeping) dominates the math.
+- A lean KV-cached decode loop instead of ``model.generate``: one forward per new token, sampling
+  on the last logits. On tiny models the per-token Python overhead of ``generate`` (logits
+  processors, stopping criteria, cache bookkeeping) dominates the math.
+- Rows that emit EOS leave the decode batch (their cache rows are dropped; ``rows`` maps the active
+  batch back to output rows), so a step costs only the unfinished rows. No forward runs after the
+  last token (the one at ``max_new_tokens`` or the one that finishes the last row).
+- The KV cache is pre-allocated per layer to prompt length + ``max_new_tokens`` and written in
+  place (``_BufferLayer``): ``DynamicCache`` re-concatenates the whole cache every step.
+- Sampling is still one draw per active row from softmax(logits / T); which generator draws land
+  on which row depends on the batch, so a seeded run differs from the full-batch loop's stream,
+  but greedy decoding returns exactly the tokens of a full-batch decode.
+- Runs under ``torch.inference_mode`` (less per-op bookkeeping than ``no_grad``) and returns
+  ordinary tensors.
 - Returns token ids, not only text, so the trainer scores exactly the tokens that were sampled
   (re-tokenising decoded text can produce a different split).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
 
 
 @dataclass
@@ -48,7 +59,56 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-@torch.no_grad()
+class _BufferLayer(DynamicLayer):
+    """A cache layer with room for ``capacity`` positions, filled in place (no per-step concat).
+
+    ``keys``/``values`` are the used prefix ``[B, H, length, D]`` (views of the buffers), so code
+    that reads a ``DynamicLayer`` reads the same thing here.
+    """
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            b, h, _, d = key_states.shape
+            self.device = key_states.device
+            self._k = key_states.new_empty(b, h, self.capacity, d)
+            self._v = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
+            self.is_initialized = True
+        end = self.length + key_states.shape[-2]
+        if end > self.capacity:
+            raise ValueError(f"KV buffer full: {end} positions > capacity {self.capacity}")
+        self._k[:, :, self.length : end] = key_states
+        self._v[:, :, self.length : end] = value_states
+        self.length = end
+        self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if not self.is_initialized:
+            return
+        # Copy only the used prefix into fresh buffers for the kept rows.
+        k = self._k.new_empty(len(indices), *self._k.shape[1:])
+        v = self._v.new_empty(len(indices), *self._v.shape[1:])
+        k[:, :, : self.length] = self._k[indices, :, : self.length]
+        v[:, :, : self.length] = self._v[indices, :, : self.length]
+        self._k, self._v = k, v
+        self.keys, self.values = k[:, :, : self.length], v[:, :, : self.length]
+
+
+class _BufferCache(DynamicCache):
+    """A ``DynamicCache`` whose layers are ``_BufferLayer``s of one capacity."""
+
+    def __init__(self, capacity: int):
+        Cache.__init__(self, layer_class_to_replicate=functools.partial(_BufferLayer, capacity))
+
+
 def sample(
     model,
     tokenizer,
@@ -60,43 +120,79 @@ def sample(
     generator: torch.Generator | None = None,
 ) -> Samples:
     """Draw ``n`` completions per prompt (rows grouped: prompt i owns rows i*n .. i*n+n-1)."""
+    s = _sample(model, tokenizer, prompts, n, max_new_tokens, temperature, greedy, generator)
+    # The trainer differentiates through these ids (the embedding saves them for backward), which
+    # inference tensors refuse: copy them out of inference mode.
+    return Samples(s.prompt_ids.clone(), s.prompt_mask.clone(), s.completion_ids.clone(),
+                   s.completion_mask.clone(), s.texts, s.truncated.clone())
+
+
+@torch.inference_mode()
+def _sample(
+    model,
+    tokenizer,
+    prompts: list[str],
+    n: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+) -> Samples:
+    """``sample``'s decode loop; its tensors are inference tensors."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     ids, mask = encode_prompts(tokenizer, prompts)
     ids, mask = ids.repeat_interleave(n, 0).to(device), mask.repeat_interleave(n, 0).to(device)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    batch = ids.shape[0]
+    batch, width = ids.shape
 
-    cache = {_cache_kwarg(model): DynamicCache()}
+    kv = _BufferCache(width + max_new_tokens)
+    cache = {_cache_kwarg(model): kv}
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    attn = mask
-    out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True, **cache)
+    # The attention mask of every step is a prefix of this one (decode columns are all 1). With
+    # SDPA it goes in as the ready 4D boolean mask [B, 1, 1, kv] a one-token query needs, which
+    # spares transformers rebuilding the causal mask from the 2D one at every step.
+    attn = torch.cat([mask, mask.new_ones(batch, max_new_tokens)], dim=1)
+    # (a DDP/DeepSpeed wrapper has no config: it keeps the 2D mask)
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa":
+        attn = attn.bool()[:, None, None, :]
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **cache)
     next_pos = positions[:, -1:] + 1
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    tokens = []
-    for _ in range(max_new_tokens):
+    rows = torch.arange(batch, device=device)  # active batch row -> output row
+    comp = torch.full((batch, max_new_tokens), pad, dtype=torch.long, device=device)
+    steps = 0
+    for t in range(max_new_tokens):
         logits = out.logits[:, -1, :].float()
         if greedy:
             tok = logits.argmax(-1)
         else:
             probs = torch.softmax(logits / temperature, dim=-1)
             tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        tok = torch.where(done, torch.full_like(tok, pad), tok)
-        tokens.append(tok)
-        done = done | (tok == eos)
-        if bool(done.all()):
-            break
-        attn = torch.cat([attn, torch.ones(batch, 1, dtype=attn.dtype, device=device)], dim=1)
-        out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, use_cache=True, **cache)
+        comp[rows, t] = tok
+        steps = t + 1
+        if steps == max_new_tokens:
+            break  # no forward for a token that will never be sampled
+        live = tok != eos
+        if not bool(live.all()):
+            keep = live.nonzero().squeeze(-1)
+            if keep.numel() == 0:
+                break
+            rows, tok, next_pos, attn = rows[keep], tok[keep], next_pos[keep], attn[keep]
+            kv.batch_select_indices(keep)
+        out = model(
+            input_ids=tok[:, None], attention_mask=attn[..., : width + t + 1], position_ids=next_pos, use_cache=True,
+            **cache,
+        )
         next_pos = next_pos + 1
 
-    comp = torch.stack(tokens, dim=1)
-    # Mask: 1 for every token up to and including the first EOS.
+    comp = comp[:, :steps]
+    # Mask: 1 for every token up to and including the first EOS (finished rows hold pad after it).
     is_eos = comp == eos
     after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
     comp_mask = (~after_eos).long()
-    comp = torch.where(after_eos, torch.full_like(comp, pad), comp)
     texts = tokenizer.batch_decode(comp, skip_special_tokens=True)
     truncated = ~is_eos.any(1)
     model.train(was_training)

@@ -7,6 +7,9 @@ What is checked, each against a value worked out independently of the trainer:
   gradient of the *whole batch's* loss (computed here with ``policy_loss`` on all rows at once),
   whatever ``grad_accum`` and however the kept groups are split into rounds; bnpo is a per-micro-
   batch token mean by definition (the mean of each micro-batch's own gradient), which differs.
+- trimmed, length-bucketed passes (``trim``, ``buckets``, ``chunks``): the same parameter change
+  and metrics as one padded pass per micro-batch, for every loss type, with mu = 2, mask_truncated,
+  beta > 0 and grad_accum 2 too.
 - ``num_iterations``: the first pass's log-probs are pi_old for every later pass (a replay by hand,
   and a count of forward passes: mu * micro-batches, no extra one for pi_old).
 - ``mask_truncated``: truncated completions add nothing and rescale nothing else.
@@ -36,7 +39,16 @@ from tasks.generation import Samples, completion_logprobs
 from tasks.grpo.loss import policy_loss
 from tasks.grpo.rollout import Rollout, collect, generate_and_score
 from tasks.grpo.sampler import build_sampler
-from tasks.grpo.train import completions_table, lr_at, micro_batches, train_step, update
+from tasks.grpo.train import (
+    buckets,
+    chunks,
+    completions_table,
+    lr_at,
+    micro_batches,
+    train_step,
+    trim,
+    update,
+)
 from tasks.models import build_tiny, load_model, load_tokenizer
 from tasks.rewards import REWARDS
 from tasks.rewards.executor import RewardExecutor
@@ -226,6 +238,65 @@ def test_bnpo_is_the_mean_of_micro_batch_token_means(policy, batch):
     delta4, _ = sgd_delta(policy, [batch], cfg.model_copy(update={"grad_accum": 4}))
     assert_same(delta4, expected)
     assert max_diff(delta4, whole) > 1e-3  # unequal token counts: micro-batch means weigh tokens unequally
+
+
+# ----------------------------------------------------------------------------- 2b. trimmed, length-bucketed passes
+def test_buckets_sort_rows_by_last_counted_slot():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 0]])
+    # last counted slot per row: 3, 1, 4, 2, 0, 3 -> sorted rows 4, 1, 3, 0, 5, 2
+    assert buckets(mask, 3, min_rows=2) == [[1, 4], [0, 3], [2, 5]]
+    assert buckets(mask, 4, min_rows=2) == [[1, 4], [0, 3], [2, 5]]  # 6 rows // 2 = at most 3 buckets
+    assert buckets(mask, 4, min_rows=4) == [[0, 1, 2, 3, 4, 5]]
+    assert buckets(mask, 2, min_rows=1) == [[1, 3, 4], [0, 2, 5]]
+
+
+def test_trim_drops_columns_that_are_padding_in_every_row():
+    s = Samples(
+        prompt_ids=torch.tensor([[0, 0, 5, 6], [0, 7, 8, 9]]), prompt_mask=torch.tensor([[0, 0, 1, 1], [0, 1, 1, 1]]),
+        completion_ids=torch.tensor([[4, 3, 0, 0, 0], [4, 4, 4, 0, 0]]),
+        completion_mask=torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 0]]),  # row 1: slot 3 counts, token 0 (pad id)
+        texts=["a", "b"], truncated=torch.tensor([False, False]),
+    )
+    cut, mask = trim(s, s.completion_mask)
+    assert cut.prompt_ids.tolist() == [[0, 5, 6], [7, 8, 9]] and cut.prompt_mask.tolist() == [[0, 1, 1], [1, 1, 1]]
+    assert cut.completion_ids.tolist() == [[4, 3, 0, 0], [4, 4, 4, 0]] and mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+    # a loss mask that drops row 1 (mask_truncated) lets the cut go further; an empty one keeps 1 slot
+    assert trim(s, s.completion_mask * torch.tensor([[1], [0]]))[1].tolist() == [[1, 1], [0, 0]]
+    assert trim(s, torch.zeros_like(s.completion_mask))[0].completion_ids.tolist() == [[4], [4]]
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize("extra", [{}, {"grad_accum": 2, "num_iterations": 2, "mask_truncated": True, "beta": 0.1}])
+def test_trimmed_bucketed_update_equals_the_padded_one(policy, batch, loss_type, extra):
+    cfg = grpo_cfg(prompts_per_step=4, group_size=2, loss_type=loss_type, epsilon=0.05, **extra)
+    pieces = micro_batches([batch], cfg)
+    masks = [p.samples.completion_mask * (~p.samples.truncated | (not cfg.mask_truncated)).long()[:, None]
+             for p in pieces]
+    work = chunks(pieces, masks, cfg, 8, max_buckets=4, min_rows=1)
+    full_t = batch.samples.completion_ids.shape[1]
+    # precondition: the cut really drops prompt and completion columns and makes several passes
+    assert len(work) == 4 * cfg.grad_accum  # 4 buckets of 2 rows, or of 1 row in each 4-row micro-batch
+    assert min(c.samples.completion_ids.shape[1] for _, c in work) < full_t
+    ref = copy.deepcopy(policy).eval().requires_grad_(False) if cfg.beta > 0 else None
+    if ref is not None:  # a reference that differs from the policy, so kl is not 0
+        with torch.no_grad():
+            ref.lm_head.bias += 0.3 * torch.arange(ref.lm_head.bias.numel()) / ref.lm_head.bias.numel()
+
+    def run(**kw):
+        m = copy.deepcopy(policy)
+        before = [p.detach().clone() for p in m.parameters()]
+        stats = update(m, ref, [batch], cfg, torch.optim.SGD(m.parameters(), lr=3.0), **kw)
+        return [p.detach() - b for p, b in zip(m.parameters(), before)], stats
+
+    padded, s0 = run(max_buckets=1, trim_padding=False)
+    cut, s1 = run(max_buckets=4, min_bucket_rows=1)
+    assert norm(padded) > 1e-3
+    assert_same(cut, padded, atol=1e-6)
+    assert s1.keys() == s0.keys()
+    for k in s0:
+        assert s1[k] == pytest.approx(s0[k], rel=1e-5, abs=1e-7), k
+    if cfg.beta > 0:
+        assert s0["kl"] > 1e-4
 
 
 # ----------------------------------------------------------------------------- 3. num_iterations
