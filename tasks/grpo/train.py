@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from tasks import distributed
 from tasks.config import GRPOConfig, stage_cli
 from tasks.generation import Samples, completion_logprobs
+from tasks.grpo import checkpoint as ckpts
 from tasks.grpo.checkpoint import CKPT_ROOT, latest_checkpoint, load_checkpoint, run_key, save_checkpoint
 from tasks.grpo.curriculum_plot import plot_probabilities
 from tasks.grpo.loss import policy_loss
@@ -295,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpt_dir = CKPT_ROOT / run_key(cfg, [Path(args.data), Path(args.model)])
     start, history = 0, []
     if ckpt := latest_checkpoint(ckpt_dir):
-        start, history = load_checkpoint(ckpt, model, opt, sampler, gen)
+        start, history = load_checkpoint(ckpt, model, opt, sampler, gen, rank)
         print(f"grpo: resuming from {ckpt} (step {start})")
     model, opt = distributed.wrap(model, opt, cfg.scale, cfg.max_grad_norm)  # after a resume: rank 0's state wins
     if world > 1:
@@ -322,8 +323,10 @@ def main(argv: list[str] | None = None) -> int:
                 run.log_metrics({k: v for k, v in metrics.items() if k.startswith("curriculum/")}, step)
             if step % (cfg.log_every * 20) == 0:  # a sample of completions, for reading
                 run.log_table(completions_table(seen), f"completions/step_{step:06d}.json")
-            if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps and distributed.is_main():
-                save_checkpoint(ckpt_dir, step + 1, distributed.unwrap(model), opt, sampler, gen, history)
+            if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+                rngs = distributed.gather_objects(ckpts.rng_state(gen))  # a collective: every rank takes part
+                if distributed.is_main():
+                    save_checkpoint(ckpt_dir, step + 1, distributed.unwrap(model), opt, sampler, rngs, history)
         wall = time.perf_counter() - t0
         distributed.save_pretrained(model, tokenizer, cfg.out_dir, peft_model)
         tail = history[-max(1, len(history) // 10) :]
