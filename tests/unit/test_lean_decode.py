@@ -109,9 +109,13 @@ def test_prefill_and_decode_logits_match_hf(model, tok):
         pos = pos + 1
 
 
-def test_greedy_tokens_identical_to_hf(model, tok):
+def test_greedy_tokens_identical_to_hf(model, tok, monkeypatch):
+    compactions = []
+    compact = LeanDecoder._compact
+    monkeypatch.setattr(LeanDecoder, "_compact", lambda self: compactions.append(1) or compact(self))
     hf = sample(model, tok, PROMPTS, n=2, max_new_tokens=20, greedy=True, engine="hf")
     lean = sample(model, tok, PROMPTS, n=2, max_new_tokens=20, greedy=True, engine="lean")
+    assert compactions  # finished rows were dropped from the buffer
     assert torch.equal(lean.completion_ids, hf.completion_ids)
     assert torch.equal(lean.completion_mask, hf.completion_mask) and lean.texts == hf.texts
     assert torch.equal(lean.truncated, hf.truncated) and torch.equal(lean.prompt_ids, hf.prompt_ids)
