@@ -18,7 +18,8 @@ Choices:
   Llama-family layout (Qwen2/Llama/Mistral, fp32, plain layers, default rope, no hooks): the same
   math as HF in a few torch ops per layer on the live weights (on the tiny model at 1 thread,
   ~1.4x faster per decode step at 64 rows, ~1.7x at 8 rows: the rest is matmul and cache reads).
-  Anything else keeps the HF forward (``_HFDecoder``); ``engine`` forces either. Both sit behind one prefill/select/step interface, so the sampling loop is shared.
+  Anything else keeps the HF forward (``_HFDecoder``); ``engine`` forces either. Both sit behind
+  one prefill/select/step interface, so the sampling loop is shared.
 - Runs under ``torch.inference_mode`` (less per-op bookkeeping than ``no_grad``) and returns
   ordinary tensors.
 - Returns token ids, not only text, so the trainer scores exactly the tokens that were sampled
