@@ -13,7 +13,11 @@ learning rate, no gradient checkpointing, float32, AdamW. ``OMP_WAIT_POLICY`` de
 
 - r1flow: ``tasks.grpo.train.train_step`` with a ``RewardExecutor`` (rewards run in worker
   processes, as in training). TRL: ``GRPOTrainer.train`` with the same reward as an in-process
-  Python function (TRL's design). The reward is ``tag_count`` (cheap; both sides pay the same).
+  Python function (TRL's design). The reward is ``accuracy`` against each synthetic prompt's
+  answer, so groups are a realistic mix of informative and all-equal ones (the fraction of
+  all-equal groups each side saw is reported: r1flow skips their rows in the update, TRL does not;
+  on ``tag_count``, which the SFT model nearly always satisfies, ~96% of groups are flat and the
+  comparison would mostly measure that skip).
 - ``*_completions_per_s`` = P*G*steps / the summed wall time of the timed steps, after ``--warmup``
   steps each. A TRL step is timed between callbacks, so it includes TRL's data loading and
   logging, as r1flow's includes its sampler and metric bookkeeping.
@@ -59,11 +63,11 @@ from tasks.grpo.rollout import generate_and_score  # noqa: E402
 from tasks.grpo.sampler import build_sampler  # noqa: E402
 from tasks.grpo.train import train_step  # noqa: E402
 from tasks.models import build_tiny, count_parameters, load_model, load_tokenizer, render_prompt  # noqa: E402
-from tasks.rewards import tag_count  # noqa: E402
+from tasks.rewards import accuracy  # noqa: E402
 from tasks.rewards.executor import RewardExecutor  # noqa: E402
 
 FAMILIES = ("add_2d", "sub_2d", "add_3d", "mul_1x2")
-REWARD = "tag_count"
+REWARD = "accuracy"
 
 
 def prompt_rows(per_family: int, seed: int) -> list[dict]:
@@ -110,19 +114,23 @@ class R1flowTrainer:
 
 
 # ----------------------------------------------------------------------------- TRL
-def trl_trainer(model_dir: Path, rows: list[dict], args, callbacks: list, lengths: list[int], rollout_s: list[float]):
+def trl_trainer(model_dir: Path, rows: list[dict], args, callbacks: list, lengths: list[int], rollout_s: list[float],
+                flat: list[bool]):
     """TRL's ``GRPOTrainer`` on the same model, prompts, reward and settings as ``r1flow_config``.
 
     ``lengths`` receives every completion's token count (EOS included, as r1flow counts it) and
-    ``rollout_s`` the wall time of each ``_generate_and_score_completions`` (TRL's rollout phase).
+    ``rollout_s`` the wall time of each ``_generate_and_score_completions`` (TRL's rollout phase);
+    ``flat`` gets, per group of G consecutive completions, whether all its rewards were equal.
     """
     from datasets import Dataset
     from trl import GRPOConfig as TRLConfig
     from trl import GRPOTrainer
 
-    def tag_count_reward(completions, completion_ids, **_) -> list[float]:
+    def accuracy_reward(completions, completion_ids, answer, **_) -> list[float]:
         lengths.extend(len(ids) for ids in completion_ids)
-        return [tag_count(c) for c in completions]
+        scores = [accuracy(c, {"answer": a}) for c, a in zip(completions, answer)]
+        flat.extend(len(set(scores[i : i + args.group])) == 1 for i in range(0, len(scores), args.group))
+        return scores
 
     class TimedGRPOTrainer(GRPOTrainer):
         def _generate_and_score_completions(self, *a, **k):
@@ -146,7 +154,7 @@ def trl_trainer(model_dir: Path, rows: list[dict], args, callbacks: list, length
     )
     dataset = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows])
     trainer = TimedGRPOTrainer(
-        model=str(model_dir), reward_funcs=[tag_count_reward], args=cfg, train_dataset=dataset,
+        model=str(model_dir), reward_funcs=[accuracy_reward], args=cfg, train_dataset=dataset,
         processing_class=load_tokenizer(model_dir), callbacks=callbacks,
     )
     # The settings TRL derived must be the ones compared: one generation of P*G per optimiser step,
@@ -167,6 +175,7 @@ def bench_both(model_dir: Path, rows: list[dict], args) -> tuple[dict, dict]:
     lengths: list[int] = []
     trl_seconds: list[float] = []
     trl_rollout_s: list[float] = []
+    trl_flat: list[bool] = []
 
     class Alternate(transformers.TrainerCallback):
         resumed = 0.0
@@ -182,7 +191,7 @@ def bench_both(model_dir: Path, rows: list[dict], args) -> tuple[dict, dict]:
 
     with RewardExecutor(args.reward_workers, GRPOConfig().reward_timeout_s) as executor:
         ours = R1flowTrainer(model_dir, rows, args, executor)
-        trainer = trl_trainer(model_dir, rows, args, [Alternate()], lengths, trl_rollout_s)
+        trainer = trl_trainer(model_dir, rows, args, [Alternate()], lengths, trl_rollout_s, trl_flat)
         trainer.train()
     w = args.warmup
     trl_wall = sum(trl_seconds[w:])
@@ -197,6 +206,7 @@ def bench_both(model_dir: Path, rows: list[dict], args) -> tuple[dict, dict]:
         "generate_s": mean("time/generate_s"),
         "reward_s": mean("time/reward_s"),
         "update_and_rest_s": r1_wall / args.steps - mean("time/generate_s") - mean("time/reward_s"),
+        "flat_group_fraction": mean("zero_std_groups"),
     }
     trl_res = {
         "completions_per_s": batch * args.steps / trl_wall,
@@ -206,6 +216,7 @@ def bench_both(model_dir: Path, rows: list[dict], args) -> tuple[dict, dict]:
         "rollout_s": statistics.fmean(trl_rollout_s[w:]),
         "update_and_rest_s": (trl_wall - sum(trl_rollout_s[w:])) / args.steps,
         "threads": torch.get_num_threads(),
+        "flat_group_fraction": statistics.fmean(trl_flat[w * args.prompts :]),
     }
     return r1, trl_res
 
@@ -304,6 +315,8 @@ def main() -> None:
             "r1flow": {k: round(r1[k], 4) for k in ("generate_s", "reward_s", "update_and_rest_s")},
             "trl": {k: round(trl_res[k], 4) for k in ("rollout_s", "update_and_rest_s")},
         },
+        "flat_group_fraction": {"r1flow": round(r1["flat_group_fraction"], 3),
+                                "trl": round(trl_res["flat_group_fraction"], 3)},
         "rollout_detail": {k: {n: round(v, 3) for n, v in rollout[k].items()}
                            for k in ("per_decode_step_ms", "decode_steps_mean")},
         "settings": {
@@ -326,6 +339,8 @@ def main() -> None:
     print(f"{'step (s)':28}{result['step_s']['r1flow']:>12}{result['step_s']['trl']:>12}")
     mct = result["mean_completion_tokens"]
     print(f"{'mean completion tokens':28}{mct['r1flow']:>12}{mct['trl']:>12}")
+    fgf = result["flat_group_fraction"]
+    print(f"{'all-equal groups':28}{fgf['r1flow']:>12}{fgf['trl']:>12}")
     print(f"speedup vs TRL: {result['speedup_vs_trl']}x (target >= 2.0)")
     print(f"rollout / generate (per decode step): {result['rollout_over_generate']} (target <= 1.10); "
           f"sample / generate: {result['sample_over_generate']}")

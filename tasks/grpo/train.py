@@ -14,7 +14,10 @@ One step, top to bottom (the maths is in ``loss.py``, rollouts in ``rollout.py``
    per-micro-batch token mean by definition); one clipped gradient step per update. For speed a
    micro-batch of >= 32 rows runs as up to 4 length buckets (rows sorted by length), each trimmed
    to its own longest completion and prompt; the bucket losses are weighted so their sum is
-   exactly the micro-batch's loss (``chunks``), so this changes the cost, not the gradient;
+   exactly the micro-batch's loss (``chunks``), so this changes the cost, not the gradient.
+   Without a KL term (beta = 0, one process) rows with advantage 0 (all-equal groups) skip the
+   forward and backward: they add exactly 0 to loss and gradient, and the denominators still
+   count them; if every row is flat the optimiser still steps on a zero gradient;
 5. metrics to MLflow, ``plots/grpo_train.csv`` and ``plots/curriculum.csv``; a checkpoint every
    ``save_every`` steps.
 
@@ -113,20 +116,30 @@ def buckets(mask: torch.Tensor, max_buckets: int, min_rows: int = MIN_BUCKET_ROW
 
 
 def chunks(pieces: list[Rollout], masks: list[torch.Tensor], cfg: GRPOConfig, n_rows: int,
-           max_buckets: int = MAX_BUCKETS, min_rows: int = MIN_BUCKET_ROWS, do_trim: bool = True) -> list[tuple[int, Chunk]]:
+           max_buckets: int = MAX_BUCKETS, min_rows: int = MIN_BUCKET_ROWS, do_trim: bool = True,
+           skip_flat: bool = False) -> list[tuple[int, Chunk]]:
     """(micro-batch index, chunk) for every forward/backward of one update.
 
     A micro-batch's loss is split over its length buckets exactly: grpo and dr_grpo are means over
     rows (a bucket weighs rows_b / rows), dapo divides by the global token count (weight 1), bnpo is
     the micro-batch's token mean (a bucket weighs its tokens / the micro-batch's tokens). On top,
     each micro-batch weighs rows / n_rows (grpo, dr_grpo), 1 (dapo) or 1 / micro-batches (bnpo).
+
+    ``skip_flat`` leaves out rows whose advantage is 0 (every row of an all-equal group). Without a
+    KL term such a row adds exactly 0 to the loss and its gradient, whatever the ratio or clip, so
+    only the denominators above must still count it, and they do: they are taken before the cut.
     """
     out = []
     for k, (piece, mask) in enumerate(zip(pieces, masks)):
         rows = len(piece.samples.texts)
         outer = {"grpo": rows / n_rows, "dr_grpo": rows / n_rows, "dapo": 1.0, "bnpo": 1 / len(pieces)}[cfg.loss_type]
         piece_tokens = float(mask.sum())
-        for idx in buckets(mask, max_buckets, min_rows):
+        live = (piece.advantages != 0).nonzero().squeeze(-1).tolist() if skip_flat else list(range(rows))
+        if not live:
+            continue
+        live_mask = mask if len(live) == rows else mask[torch.tensor(live, device=mask.device)]
+        for bucket in buckets(live_mask, max_buckets, min_rows):
+            idx = [live[i] for i in bucket]
             sub = piece.samples if len(idx) == rows else piece.samples.select(idx)
             sub_mask = mask if len(idx) == rows else mask[torch.tensor(idx, device=mask.device)]
             adv = piece.advantages if len(idx) == rows else piece.advantages[torch.tensor(idx)]
@@ -141,12 +154,13 @@ def chunks(pieces: list[Rollout], masks: list[torch.Tensor], cfg: GRPOConfig, n_
 
 
 def update(model, ref_model, kept: list[Rollout], cfg: GRPOConfig, opt, *, max_buckets: int = MAX_BUCKETS,
-           min_bucket_rows: int = MIN_BUCKET_ROWS, trim_padding: bool = True) -> dict[str, float]:
+           min_bucket_rows: int = MIN_BUCKET_ROWS, trim_padding: bool = True, skip_flat: bool = True) -> dict[str, float]:
     """``num_iterations`` clipped policy-gradient steps on the kept rollouts; returns metrics.
 
-    ``max_buckets``, ``min_bucket_rows`` and ``trim_padding`` only change how the work is cut (see ``chunks`` and
-    ``trim``), not the result: ``max_buckets=1, trim_padding=False`` is one padded pass per
-    micro-batch.
+    ``max_buckets``, ``min_bucket_rows``, ``trim_padding`` and ``skip_flat`` only change how the
+    work is cut (see ``chunks`` and ``trim``), not the result: ``max_buckets=1, trim_padding=False,
+    skip_flat=False`` is one padded pass per micro-batch over every row. With rows skipped, the
+    per-token metrics (entropy, ratio, clip fractions) are over the rows that were trained on.
     """
     pieces = micro_batches(kept, cfg)
     masks = []
@@ -163,7 +177,10 @@ def update(model, ref_model, kept: list[Rollout], cfg: GRPOConfig, opt, *, max_b
     n_items = float(distributed.all_reduce_sum(torch.tensor(n_tokens))) / world if world > 1 else n_tokens
     if world > 1:  # DDP/DeepSpeed all-reduce at every backward: extra passes would cost traffic
         max_buckets = 1
-    work = chunks(pieces, masks, cfg, n_rows, max_buckets, min_bucket_rows, trim_padding)
+    # Zero-advantage rows cost a forward and a backward for a zero gradient: skip them unless a KL
+    # term gives them a gradient, or other ranks wait for this rank's backward (DDP all-reduce).
+    skip_flat = skip_flat and cfg.beta == 0 and world == 1 and not isinstance(opt, distributed.EngineOptimizer)
+    work = chunks(pieces, masks, cfg, n_rows, max_buckets, min_bucket_rows, trim_padding, skip_flat)
     ref = [None] * len(work)
     if cfg.beta > 0:
         with torch.no_grad():
@@ -173,13 +190,19 @@ def update(model, ref_model, kept: list[Rollout], cfg: GRPOConfig, opt, *, max_b
     sums: dict[str, float] = {}
     weight_total = 0.0
     grad_norm = 0.0
+    seen_tokens = 0.0
     for it in range(cfg.num_iterations):
         opt.zero_grad(set_to_none=True)
+        if not work:  # every row skipped: the step must still see a zero gradient (Adam's moments move)
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.grad = torch.zeros_like(p)
         for j, (_, c) in enumerate(work):
             if it == 0:
                 logp, entropy = completion_logprobs(model, c.samples, with_entropy=True)
                 old[j] = logp.detach()  # pi_old: the policy that sampled these rollouts
                 sums["entropy"] = sums.get("entropy", 0.0) + float((entropy * c.mask.to(entropy.dtype)).sum())
+                seen_tokens += float(c.mask.sum())
             else:
                 logp = completion_logprobs(model, c.samples)
             loss, stats = policy_loss(
@@ -197,8 +220,8 @@ def update(model, ref_model, kept: list[Rollout], cfg: GRPOConfig, opt, *, max_b
                 sums[key] = sums.get(key, 0.0) + v * w
         grad_norm = distributed.clip_and_step(model, opt, cfg.max_grad_norm)  # DeepSpeed clips in its step
     out = {k: v / max(weight_total, 1.0) for k, v in sums.items() if k not in ("loss", "entropy")}
-    out["loss"] = sums["loss"] / cfg.num_iterations
-    out["entropy"] = sums["entropy"] / max(n_tokens, 1.0)
+    out["loss"] = sums.get("loss", 0.0) / cfg.num_iterations
+    out["entropy"] = sums.get("entropy", 0.0) / max(seen_tokens, 1.0)
     out["grad_norm"] = grad_norm
     lengths = torch.cat([p.samples.completion_mask.sum(1) for p in pieces]).float()
     out["response_length"] = lengths.mean().item()

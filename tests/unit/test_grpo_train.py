@@ -299,6 +299,57 @@ def test_trimmed_bucketed_update_equals_the_padded_one(policy, batch, loss_type,
         assert s0["kl"] > 1e-4
 
 
+@pytest.fixture
+def half_flat(batch) -> Rollout:
+    """``batch`` with groups 1 and 3 flat (advantage 0), as all-equal rewards leave them."""
+    ro = copy.copy(batch)
+    ro.advantages = torch.tensor([1.0, -1.0, 0.0, 0.0, -2.0, 2.0, 0.0, 0.0])
+    return ro
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize("extra", [{}, {"grad_accum": 2, "num_iterations": 2}])
+def test_skipping_zero_advantage_rows_changes_nothing(policy, half_flat, loss_type, extra):
+    cfg = grpo_cfg(prompts_per_step=4, group_size=2, loss_type=loss_type, epsilon=0.05, **extra)
+
+    def run(skip: bool):
+        m = copy.deepcopy(policy)
+        rows_seen = []
+        m.register_forward_hook(lambda _m, args, kwargs, out: rows_seen.append(kwargs["input_ids"].shape[0]),
+                                with_kwargs=True)
+        before = [p.detach().clone() for p in m.parameters()]
+        stats = update(m, None, [half_flat], cfg, torch.optim.SGD(m.parameters(), lr=3.0), skip_flat=skip)
+        return [p.detach() - b for p, b in zip(m.parameters(), before)], stats, sum(rows_seen)
+
+    full, s_full, n_full = run(False)
+    cut, s_cut, n_cut = run(True)
+    assert norm(full) > 1e-3
+    assert_same(cut, full, atol=1e-6)
+    assert s_cut["loss"] == pytest.approx(s_full["loss"], rel=1e-5, abs=1e-7)
+    assert n_full == 8 * cfg.num_iterations and n_cut == 4 * cfg.num_iterations  # only the 4 informative rows ran
+
+
+def test_an_all_flat_batch_still_steps_adam_with_a_zero_gradient(policy, batch, half_flat):
+    """Adam moves on a zero gradient (its first moment): skipping every row must not skip the step."""
+    cfg = grpo_cfg(prompts_per_step=4, group_size=2)
+    flat = copy.copy(batch)
+    flat.advantages = torch.zeros(8)
+
+    def run(skip: bool):
+        m = copy.deepcopy(policy)
+        opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+        update(m, None, [half_flat], cfg, opt, skip_flat=skip)
+        after_first = [p.detach().clone() for p in m.parameters()]
+        stats = update(m, None, [flat], cfg, opt, skip_flat=skip)
+        return [p.detach() - a for p, a in zip(m.parameters(), after_first)], stats
+
+    moved_full, s_full = run(False)
+    moved_cut, s_cut = run(True)
+    assert norm(moved_full) > 1e-4  # precondition: momentum really moves the weights on a zero gradient
+    assert_same(moved_cut, moved_full, atol=1e-7)
+    assert s_cut["grad_norm"] == s_full["grad_norm"] == 0.0
+
+
 # ----------------------------------------------------------------------------- 3. num_iterations
 def test_num_iterations_reuses_the_first_pass_as_pi_old(policy, batch):
     lr = 3.0
