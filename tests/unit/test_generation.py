@@ -23,18 +23,11 @@ from tasks.models import (
     write_pointer,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: per-op overhead, one thread is faster
+
 TINY = TinyModel(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64)
 PROMPTS = ["12+34=", "1234+5678=", "999-1="]
 TEXT = "  <think>12 + 34:\n 2+4=6, 1+3=4</think> <answer>46</answer>  a b\tc~!"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A 1-layer, 32-wide model is all per-op overhead: one thread is faster than two here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,8 @@ from tasks.models import build_tiny, load_model, load_tokenizer
 from tasks.rewards import REWARDS
 from tasks.rewards.executor import RewardExecutor
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: per-op overhead, one thread is faster
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = TinyModel(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
                  intermediate_size=64)
@@ -73,15 +75,6 @@ def noise_if_add(completion: object, row: dict) -> float:
 
 
 # ----------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A 32-wide model is all per-op overhead: one thread is faster than two here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
     return build_tiny(ModelConfig(tiny=TINY, seed=0), tmp_path_factory.mktemp("tiny") / "model")

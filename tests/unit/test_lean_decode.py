@@ -18,15 +18,9 @@ from tasks.generation import encode_prompts, sample
 from tasks.lean_decode import LeanDecoder, supported, unsupported_reason
 from tasks.models import build_char_tokenizer, build_tiny, load_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: per-op overhead, one thread is faster
+
 PROMPTS = ["12+34=", "1234+5678=", "999-1=", "7*8=", "100-99=", "5+5=", "31+4=", "2*21="]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
