@@ -46,8 +46,14 @@ from tqdm.auto import tqdm
 from tasks import distributed
 from tasks.config import GRPOConfig, stage_cli
 from tasks.generation import Samples, completion_logprobs
-from tasks.grpo import checkpoint as ckpts
-from tasks.grpo.checkpoint import CKPT_ROOT, latest_checkpoint, load_checkpoint, run_key, save_checkpoint
+from tasks.grpo.checkpoint import (
+    CKPT_ROOT,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    run_key,
+    save_checkpoint,
+)
 from tasks.grpo.curriculum_plot import plot_probabilities
 from tasks.grpo.loss import policy_loss
 from tasks.grpo.rollout import Rollout, collect, merged_stats
@@ -347,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             if step % (cfg.log_every * 20) == 0:  # a sample of completions, for reading
                 run.log_table(completions_table(seen), f"completions/step_{step:06d}.json")
             if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-                rngs = distributed.gather_objects(ckpts.rng_state(gen))  # a collective: every rank takes part
+                rngs = distributed.gather_objects(rng_state(gen))  # a collective: every rank takes part
                 if distributed.is_main():
                     save_checkpoint(ckpt_dir, step + 1, distributed.unwrap(model), opt, sampler, rngs, history)
         wall = time.perf_counter() - t0
