@@ -186,7 +186,7 @@ def rank_zero_run(cfg: TrackingConfig, stage: str, params: dict[str, Any]) -> It
         return
     with stage_run(cfg, stage, params) as run:
         if world > 1:
-            run.set_tags({"world_size": world})
+            run.set_tags({"world_size": str(world)})
         yield run
 
 

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, model_validator
 
 from tasks.config.base import Strict
 
 # Families of the synthetic suite, easiest first (see tasks/data/synthetic.py).
-SYNTHETIC_FAMILIES = ("add_1d", "add_2d", "sub_2d", "add_3d", "mul_1x2", "mul_2x2", "add_4d")
+SyntheticFamily = Literal["add_1d", "add_2d", "sub_2d", "add_3d", "mul_1x2", "mul_2x2", "add_4d"]
+SYNTHETIC_FAMILIES: tuple[str, ...] = get_args(SyntheticFamily)
+
+
+def _default_families() -> list[SyntheticFamily]:
+    return ["add_2d", "sub_2d", "add_3d", "mul_1x2", "add_4d", "mul_2x2"]
 
 
 class SyntheticSource(Strict):
     """Seeded arithmetic problems with a column-wise worked solution."""
 
     kind: Literal["synthetic"] = "synthetic"
-    families: list[Literal[SYNTHETIC_FAMILIES]] = Field(
-        default_factory=lambda: ["add_2d", "sub_2d", "add_3d", "mul_1x2", "add_4d", "mul_2x2"], min_length=1
-    )
+    families: list[SyntheticFamily] = Field(default_factory=_default_families, min_length=1)
     sft_per_family: int = Field(60, ge=0, description="worked traces per family (the scarce cold start)")
     rl_per_family: int = Field(2000, ge=0, description="answer-only prompts per family for RL")
     eval_per_family: int = Field(100, ge=1, description="held-out prompts per family")
@@ -53,8 +56,12 @@ class GateBounds(Strict):
     max_answer_chars: int = Field(64, ge=1)
 
 
+def _default_sources() -> list[Source]:
+    return [SyntheticSource()]
+
+
 class CurateConfig(Strict):
     seed: int = 0
-    sources: list[Source] = Field(default_factory=lambda: [SyntheticSource()], min_length=1)
+    sources: list[Source] = Field(default_factory=_default_sources, min_length=1)
     limits: GateBounds = GateBounds()
     out_dir: str = "data/curated"
