@@ -24,10 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-from tasks.config import CurateConfig, Gsm8kSource, stage_cli
+from tasks.config import CurateConfig, stage_cli
 from tasks.data.clean import clean_splits
-from tasks.data.gsm8k import SOURCE as GSM8K
-from tasks.data.gsm8k import SourceError
+from tasks.data.io import SourceError
 from tasks.data.sources import COLUMNS, SPLITS, load_source
 from tasks.data.validate import DataValidationError, validate_splits
 
@@ -39,10 +38,7 @@ METRICS_FILE = Path("metrics/curate.json")
 # ----------------------------------------------------------------------------- build
 def known_sources(cfg: CurateConfig) -> set[str]:
     """Every ``source`` value the configured sources may produce (what the gate accepts)."""
-    names: set[str] = set()
-    for spec in cfg.sources:
-        names |= {GSM8K} if isinstance(spec, Gsm8kSource) else set(spec.families)
-    return names
+    return set().union(*(spec.labels() for spec in cfg.sources))
 
 
 def build(cfg: CurateConfig) -> tuple[dict[str, list[dict]], dict]:

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tasks.data.io import SourceError
 from tasks.data.synthetic import format_solution
 
 SOURCE = "gsm8k"
@@ -43,8 +44,6 @@ _ANNOTATION = re.compile(r"<<[^<>]*>>")
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 
 
-class SourceError(ValueError):
-    """A data source that cannot be read or is mostly not in the expected format."""
 
 
 def stable_hash(text: str) -> str:
