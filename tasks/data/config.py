@@ -70,7 +70,6 @@ class Gsm8kSource(FileSource):
     """GSM8K-format rows ({question, answer ending in '#### n'})."""
 
     kind: Literal["gsm8k"] = "gsm8k"
-    subset: str | None = "main"
 
 
 class MathSource(FileSource):
@@ -89,7 +88,10 @@ class MbppSource(FileSource):
     """MBPP-format code rows ({task_id, text, code, test_list, test_setup_code})."""
 
     kind: Literal["mbpp"] = "mbpp"
+    # Code rows go to RL: they have no worked trace for the cold start, and the evaluate stage
+    # scores answers (accuracy), not programs.
     sft_fraction: float = Field(0.0, ge=0, le=1)
+    eval_fraction: float = Field(0.0, ge=0, le=1)
 
 
 class StdioSource(FileSource):
@@ -97,6 +99,7 @@ class StdioSource(FileSource):
 
     kind: Literal["stdio"] = "stdio"
     sft_fraction: float = Field(0.0, ge=0, le=1)
+    eval_fraction: float = Field(0.0, ge=0, le=1)
 
 
 class ColumnMap(_Strict):

@@ -60,7 +60,9 @@ def resolve_revision(repo_id: str, revision: str | None) -> str:
 
         sha = HfApi().dataset_info(repo_id, revision=revision).sha
     except Exception as e:  # offline, unknown id or revision, auth: one outcome
-        raise SourceError(f"{repo_id}@{revision or 'main'}: cannot resolve the revision on the hub: {e}") from e
+        raise SourceError(
+            f"{repo_id}@{revision or 'main'}: cannot resolve the revision on the hub: {e}"
+        ) from e
     if not sha:
         raise SourceError(f"{repo_id}@{revision or 'main'}: the hub returned no commit sha")
     return sha

@@ -117,11 +117,17 @@ def load_dataset_rows(path: str, subset: str | None, revision: str | None, split
     try:
         return load_dataset(path, subset, revision=revision, split=split)
     except Exception as e:  # network, auth, unknown id/revision/split, nothing loadable: one outcome
-        what = "a directory that is not a loadable dataset" if Path(path).is_dir() else "cannot load from the hub"
+        what = (
+            "a directory that is not a loadable dataset"
+            if Path(path).is_dir()
+            else "cannot load from the hub"
+        )
         raise SourceError(f"{path}@{revision or 'latest'} ({split}): {what}: {e}") from e
 
 
-def _read_dataset(path: str, subset: str | None, revision: str | None, split: str) -> Iterator[tuple[str, Any]]:
+def _read_dataset(
+    path: str, subset: str | None, revision: str | None, split: str
+) -> Iterator[tuple[str, Any]]:
     ds = load_dataset_rows(path, subset, revision, split)
     tag = f"{path}@{revision}" if revision else path
     for i, record in enumerate(ds, 1):

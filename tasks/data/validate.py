@@ -8,7 +8,10 @@ uses an ephemeral context (nothing on disk) with a pandas dataframe datasource. 
 - source is one of the configured sources;
 - prompt length is within ``[limits.min_prompt_chars, limits.max_prompt_chars]``;
 - answer length is at most ``limits.max_answer_chars``;
-- on ``sft`` only: solution is never null and matches ``<think>...</think><answer>...</answer>``.
+- on ``sft`` only: solution is never null and matches ``<think>...</think><answer>...</answer>``;
+- optional columns, when a split has them: ``tests`` matches the test-case JSON schema (a non-empty
+  list of ``{input, output}`` / ``{assert}`` strings), ``rewards`` lists only registered rewards,
+  ``pass_rate`` lies in [0, 1].
 
 Overhead: importing GX takes seconds, so it is imported lazily here and nowhere else; the context,
 datasource and suites are built once per process and reused for every split. Measured on the
@@ -90,8 +93,40 @@ def _batch_definition():
     return asset.add_batch_definition_whole_dataframe("whole")
 
 
+# What a code row's ``tests`` must be (JSON): a non-empty list of {input, output} or {assert} cases.
+TESTS_SCHEMA = {
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "oneOf": [
+            {"type": "object", "required": ["input", "output"], "additionalProperties": False,
+             "properties": {"input": {"type": "string"}, "output": {"type": "string"}}},
+            {"type": "object", "required": ["assert"], "additionalProperties": False,
+             "properties": {"assert": {"type": "string", "minLength": 1}}},
+        ]
+    },
+}
+
+
+def _extra_expectations(columns: tuple[str, ...]) -> list:
+    """Expectations on the optional columns a split carries (code tests, rewards, pass rates)."""
+    import great_expectations.expectations as gxe
+
+    from tasks.rewards import REWARDS
+
+    out = []
+    if "tests" in columns:
+        out.append(gxe.ExpectColumnValuesToMatchJsonSchema(column="tests", json_schema=TESTS_SCHEMA))
+    if "rewards" in columns:
+        names = "|".join(sorted(REWARDS))
+        out.append(gxe.ExpectColumnValuesToMatchRegex(column="rewards", regex=rf"^(?:{names})(?:,(?:{names}))*$"))
+    if "pass_rate" in columns:
+        out.append(gxe.ExpectColumnValuesToBeBetween(column="pass_rate", min_value=0, max_value=1))
+    return out
+
+
 @lru_cache(maxsize=8)
-def build_suite(limits: Limits, known_sources: tuple[str, ...], sft: bool):
+def build_suite(limits: Limits, known_sources: tuple[str, ...], sft: bool, columns: tuple[str, ...] = COLUMNS):
     """The expectation suite for one split kind; cached, since the same suite serves many calls."""
     _batch_definition()  # a suite needs an active context to exist
     import great_expectations as gx
@@ -99,7 +134,7 @@ def build_suite(limits: Limits, known_sources: tuple[str, ...], sft: bool):
 
     suite = gx.ExpectationSuite(name="curated-sft" if sft else "curated")
     expectations = [
-        gxe.ExpectTableColumnsToMatchSet(column_set=list(COLUMNS), exact_match=True),
+        gxe.ExpectTableColumnsToMatchSet(column_set=list(columns), exact_match=True),
         *[gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("id", "source", "prompt", "answer")],
         gxe.ExpectColumnValuesToBeUnique(column="id"),
         gxe.ExpectColumnValuesToBeInSet(column="source", value_set=sorted(known_sources)),
@@ -108,6 +143,7 @@ def build_suite(limits: Limits, known_sources: tuple[str, ...], sft: bool):
         ),
         gxe.ExpectColumnValueLengthsToBeBetween(column="answer", max_value=limits.max_answer_chars),
     ]
+    expectations += _extra_expectations(columns)
     if sft:
         expectations += [
             gxe.ExpectColumnValuesToNotBeNull(column="solution"),
@@ -149,7 +185,8 @@ def validate_split(df, split_name: str, limits: Limits, known_sources) -> Valida
 
 def check_split(df, split_name: str, limits: Limits, known_sources) -> ValidationReport:
     """Like ``validate_split`` but return the report whatever the outcome (for multi-split gates)."""
-    suite = build_suite(limits, tuple(sorted(set(known_sources))), split_name == "sft")
+    columns = tuple(c for c in df.columns if c not in COLUMNS)
+    suite = build_suite(limits, tuple(sorted(set(known_sources))), split_name == "sft", COLUMNS + columns)
     batch = _batch_definition().get_batch(batch_parameters={"dataframe": df})
     result = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20})
     failures = [_failure(r) for r in result.results if not r.success]
