@@ -81,7 +81,7 @@ def build(cfg: CurateConfig) -> tuple[dict[str, list[dict]], dict]:
     """Load, filter and clean every source; return (splits, report). Pure apart from reading sources."""
     drops: list[dict] = []
     merged, loaded = load_all(cfg, drops)
-    n_bad = len(drops)
+    n_bad, loaded_rows = len(drops), {s: len(merged[s]) for s in SPLITS}
     merged = length_filter(merged, cfg.limits, drops)
     length_drops = drops[n_bad:]
     benchmarks = [item for b in cfg.decontam.benchmarks for item in benchmark_items(b)]
@@ -100,7 +100,16 @@ def build(cfg: CurateConfig) -> tuple[dict[str, list[dict]], dict]:
     report["shortfall"] = loaded["shortfall"]
     report["revisions"] = loaded["revisions"]
     report["drops"] = drops
+    emptied = [s for s in SPLITS if loaded_rows[s] and not splits[s]]
+    if emptied:  # a whole split filtered away is a configuration problem, not a dataset
+        raise DataValidationError(
+            "data validation failed\n" + "\n".join(f"split {s!r}: all {loaded_rows[s]} rows were removed by the "
+            f"filters (see limits, near_dup, decontam, verify); first drop: {_first_drop(drops, s)}" for s in emptied))
     return splits, report
+
+
+def _first_drop(drops: list[dict], split: str) -> str:
+    return f"{drops[0]['where']}: {drops[0]['reason']}" if drops else "none recorded (dedup or decontamination)"
 
 
 def columns_of(splits: dict[str, list[dict]]) -> list[str]:
