@@ -20,7 +20,9 @@ import json
 import logging
 import os
 import random
+import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -31,7 +33,7 @@ from tasks.data.clean import clean_splits, source_counts
 from tasks.data.filters import benchmark_items, length_filter
 from tasks.data.fingerprint import resolve_revision, resolved_revisions
 from tasks.data.io import SourceError, is_hub
-from tasks.data.sources import COLUMNS, EXTRA_COLUMNS, SPLITS, load_source
+from tasks.data.sources import COLUMNS, EXTRA_COLUMNS, MATH_REWARDS, SPLITS, load_source
 from tasks.data.validate import DataValidationError, validate_splits
 from tasks.data.verify import verify_rows
 
@@ -113,8 +115,18 @@ def _first_drop(drops: list[dict], split: str) -> str:
 
 
 def columns_of(splits: dict[str, list[dict]]) -> list[str]:
-    """The row schema plus each optional column some row fills (the same for every split)."""
+    """The row schema plus each optional column some row fills (the same for every split).
+
+    Once any row lists its rewards (a code row), every row does: a math row gets the non-code
+    rewards, so the column never holds a null (pandas reads a null string back as NaN, which is
+    not a list of names).
+    """
     extra = [c for c in EXTRA_COLUMNS if any(r.get(c) is not None for rows in splits.values() for r in rows)]
+    if "rewards" in extra:
+        for rows in splits.values():
+            for r in rows:
+                if r.get("rewards") is None:
+                    r["rewards"] = MATH_REWARDS
     return list(COLUMNS) + extra
 
 
@@ -166,15 +178,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("tasks").setLevel(logging.INFO)
     cfg = params.curate
 
+    # Data Docs carry GX run timestamps, so they live outside the DVC outputs (and go to MLflow).
+    docs_dir = Path(tempfile.mkdtemp(prefix="r1flow-data-docs-"))
     t0 = time.perf_counter()
     try:
         splits, report = build(cfg)
         t1 = time.perf_counter()
         columns = columns_of(splits)
         frames = {s: to_frame(splits[s], columns) for s in SPLITS}
-        gate = validate_splits(frames, cfg.limits, known_sources(cfg))
+        gate = validate_splits(frames, cfg.limits, known_sources(cfg), str(docs_dir))
     except (SourceError, DataValidationError) as e:
         print(str(e), file=sys.stderr)
+        if any(docs_dir.rglob("*.html")):
+            print(f"GX Data Docs of the failed gate: {docs_dir / 'index.html'}", file=sys.stderr)
         return 1
     t2 = time.perf_counter()
     log.info("built %s in %.2fs; data gate passed in %.2fs", report["rows"], t1 - t0, t2 - t1)
@@ -196,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         run.log_artifact(out / "card.md")
         run.log_artifact(out / "report.json")
         run.log_text("\n".join(r.render() for r in gate) + "\n", "validation.txt")
+        run.client.log_artifacts(run.run_id, str(docs_dir), "data_docs")
         run.log_input_files(list(paths.values()))
+    shutil.rmtree(docs_dir, ignore_errors=True)
     log.info("wrote %s and %s", out, METRICS_FILE)
     return 0
 

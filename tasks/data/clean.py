@@ -20,6 +20,7 @@ Choices:
 from __future__ import annotations
 
 import re
+import time
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
@@ -29,11 +30,14 @@ NGRAM_MIN_CHARS = 50
 
 _HSPACE = re.compile(r"[^\S\n]+")  # whitespace runs other than newlines
 _TRAILING = re.compile(r" +\n")  # a space left at a line end by the collapse
+_MESSY = re.compile(r"[^\S\n ]|  | \n")  # anything the collapse would change
 _WORD = re.compile(r"\w+")
 
 
 def normalise_text(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).strip()
+    if not unicodedata.is_normalized("NFKC", text):  # the check is far cheaper than the transform
+        text = unicodedata.normalize("NFKC", text)
+    return text.strip()
 
 
 def normalise(row: dict) -> dict:
@@ -47,6 +51,8 @@ def normalise(row: dict) -> dict:
 
 
 def _collapse(text: str) -> str:
+    if _MESSY.search(text) is None:  # already single-spaced: most prompts, and every normalised one
+        return text
     return _TRAILING.sub("\n", _HSPACE.sub(" ", text))
 
 
@@ -57,7 +63,7 @@ def prompt_key(prompt: str) -> str:
 
 def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
     words = _WORD.findall(text.lower())
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+    return set(zip(*(words[i:] for i in range(n))))  # every run of n words, built in C
 
 
 def exact_dedup(rows: list[dict]) -> tuple[list[dict], int]:
@@ -88,14 +94,17 @@ class Reference:
         if key in self.keys:
             return self.keys[key]
         if len(key) > min_chars and self.grams:
-            for g in ngrams(key, self.n):
-                if g in self.grams:
-                    return self.grams[g]
+            grams = ngrams(key, self.n)
+            if self.grams.keys().isdisjoint(grams):  # the common case, answered in C
+                return None
+            return next(self.grams[g] for g in grams if g in self.grams)
         return None
 
 
 def decontaminate(
-    train_rows: list[dict], eval_rows: list[dict] | Reference, min_chars: int = NGRAM_MIN_CHARS,
+    train_rows: list[dict],
+    eval_rows: list[dict] | Reference,
+    min_chars: int = NGRAM_MIN_CHARS,
     pairs: list[dict] | None = None,
 ) -> tuple[list[dict], int]:
     """Drop train rows that equal a reference prompt or (if long) share a word n-gram with one.
@@ -103,7 +112,11 @@ def decontaminate(
     ``eval_rows`` is the eval split (each item labelled ``eval:<id>``) or a prebuilt ``Reference``;
     each removal is appended to ``pairs`` as ``{"id", "split", "item"}`` when given.
     """
-    ref = eval_rows if isinstance(eval_rows, Reference) else Reference((f"eval:{r['id']}", r["prompt"]) for r in eval_rows)
+    ref = (
+        eval_rows
+        if isinstance(eval_rows, Reference)
+        else Reference((f"eval:{r['id']}", r["prompt"]) for r in eval_rows)
+    )
     kept = []
     for row in train_rows:
         item = ref.match(row["prompt"], min_chars)
@@ -115,17 +128,30 @@ def decontaminate(
 
 
 def clean_splits(
-    splits: dict[str, list[dict]], bad_rows: dict[str, int] | None = None, near_dup=None, decontam=None,
+    splits: dict[str, list[dict]],
+    bad_rows: dict[str, int] | None = None,
+    near_dup=None,
+    decontam=None,
     benchmarks: Iterable[tuple[str, str]] = (),
+    timings: dict[str, float] | None = None,
 ) -> tuple[dict[str, list[dict]], dict]:
     """Normalise, dedup every split, near-dedup, decontaminate sft and rl; return (splits, report).
 
     ``near_dup`` / ``decontam`` are the config sections (None: near-dup off, default n-grams);
-    ``benchmarks`` are ``(item label, prompt)`` pairs train rows must not overlap, besides eval.
+    ``benchmarks`` are ``(item label, prompt)`` pairs train rows must not overlap, besides eval;
+    ``timings``, when given, receives each step's seconds (the benchmark reads them).
     Report: ``{"filters": {"dedup"|"near_dup"|"decontam": {split: n}, "bad_rows": {source: n}},
     "by_source": {filter: {source: n}}, "counts": {split: {source: n}}, "decontam_pairs": [...],
     "near_dup_pairs": [...]}``.
     """
+    timings = {} if timings is None else timings
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        timings[step] = time.perf_counter() - clock
+        clock = time.perf_counter()
+
     out: dict[str, list[dict]] = {}
     dedup: dict[str, int] = {}
     by_source: dict[str, Counter] = {"dedup": Counter(), "near_dup": Counter(), "decontam": Counter()}
@@ -134,15 +160,19 @@ def clean_splits(
         rows = [normalise(r) for r in splits.get(split, [])]
         out[split], dedup[split] = exact_dedup(rows)
         by_source["dedup"] += Counter(r["source"] for r in rows) - Counter(r["source"] for r in out[split])
+    lap("normalise_dedup")
     near = {s: 0 for s in ("sft", "rl", "eval")}
     near_pairs: list[dict] = []
     if near_dup is not None and near_dup.enabled:
         from tasks.data.neardup import near_dup_filter
 
-        out, removed, near_pairs = near_dup_filter(out, near_dup.threshold, near_dup.shingle, near_dup.num_perm, near_dup.min_words)
+        out, removed, near_pairs = near_dup_filter(
+            out, near_dup.threshold, near_dup.shingle, near_dup.num_perm, near_dup.min_words
+        )
         near = {s: sum(removed[s].values()) for s in near}
         for c in removed.values():
             by_source["near_dup"] += c
+    lap("near_dup")
     n, min_chars = (decontam.ngram, decontam.min_chars) if decontam is not None else (NGRAM, NGRAM_MIN_CHARS)
     items = [(f"eval:{r['id']}", r["prompt"]) for r in out["eval"]] + list(benchmarks)
     ref = Reference(items, n)
@@ -154,6 +184,7 @@ def clean_splits(
         for p in pairs[before:]:
             p["split"] = split
             by_source["decontam"][p["source"]] += 1
+    lap("decontam")
     report = {
         "filters": {
             "dedup": {s: dedup[s] for s in ("sft", "rl", "eval")},
@@ -167,5 +198,7 @@ def clean_splits(
         "near_dup_pairs": near_pairs,
     }
     return {s: out[s] for s in ("sft", "rl", "eval")}, report
+
+
 def source_counts(rows: Iterable[dict]) -> dict[str, int]:
     return dict(sorted(Counter(r["source"] for r in rows).items()))

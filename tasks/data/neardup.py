@@ -29,7 +29,7 @@ SEED = 1  # fixed: the same rows give the same MinHashes, so the output is deter
 
 def shingles(text: str, n: int) -> list[str]:
     words = _WORD.findall(text.lower())
-    return [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return list(map(" ".join, zip(*(words[i:] for i in range(n)))))
 
 
 def bands_for(threshold: float, num_perm: int) -> int:

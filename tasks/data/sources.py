@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 SPLITS = ("sft", "rl", "eval")
 COLUMNS = ("id", "source", "prompt", "answer", "difficulty", "solution")
 EXTRA_COLUMNS = ("tests", "rewards", "type", "pass_rate")
+# The rewards of a math row, written out when the rewards column exists (code rows: code,format).
+MATH_REWARDS = "accuracy,format,tag_count,length"
 ADAPTERS = {
     "gsm8k": adapt_gsm8k,
     "math": adapters.adapt_math,

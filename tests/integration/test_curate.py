@@ -126,8 +126,16 @@ def test_card_and_mlflow_run(mixed_runs):
     assert run.data.metrics["rows.sft"] == len(pd.read_parquet(d / "data/curated/sft.parquet"))
     assert run.data.metrics["filter.bad_rows.gsm8k"] == 3
     assert run.data.tags["input.rl.parquet.md5"] == md5(d / "data/curated/rl.parquet")
+    # the same md5 (DVC's digest) as an MLflow dataset input, one per curated split
+    inputs = {i.dataset.name: i.dataset for i in run.inputs.dataset_inputs}
+    assert sorted(inputs) == ["eval.parquet", "rl.parquet", "sft.parquet"]
+    for name, ds in inputs.items():
+        assert ds.digest == md5(d / "data/curated" / name)
+        assert json.loads(ds.profile)["num_rows"] == len(pd.read_parquet(d / "data/curated" / name))
     assert run.data.params["seed"] == "3"
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"card.md", "validation.txt", "report.json"}
+    docs = {a.path for a in client.list_artifacts(run.info.run_id, "data_docs")}
+    assert "data_docs/index.html" in docs and "data_docs/validations" in docs
     report = json.loads((d / "data/curated/report.json").read_text())
     assert [x["where"].rsplit(":", 1)[1] for x in report["drops"][:3]] == ["1", "2", "3"]  # file and line
     assert "## Dropped rows (3" in card and "malformed JSON" in card
@@ -238,3 +246,14 @@ def test_nothing_malformed_reaches_the_parquet_outputs(tmp_path):
     lines = sorted(int(d["where"].rsplit(":", 1)[1]) for d in report["drops"] if ":" in d["where"] and "g.jsonl" in d["where"])
     assert lines == list(range(16, 23))  # the 7 unreadable/invalid lines, by number
     assert [d["reason"].split(" (")[0] for d in report["drops"]][-1] == "prompt too long"
+
+
+def test_gate_writes_data_docs_naming_the_failed_expectation(tmp_path):
+    from tasks.data.validate import DataValidationError, validate_splits
+
+    rows = [GOOD, {**GOOD, "id": "a-2", "prompt": "1=", "source": "a"}]
+    with pytest.raises(DataValidationError, match="expect_column_value_lengths_to_be_between on column 'prompt': 1 of 2"):
+        validate_splits({"eval": frame(rows)}, Limits(), {"a"}, str(tmp_path))
+    (page,) = (tmp_path / "validations").rglob("*.html")
+    html = page.read_text()
+    assert "prompt" in html and "Failed" in html and (tmp_path / "index.html").is_file()
