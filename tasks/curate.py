@@ -30,6 +30,7 @@ from pathlib import Path
 from tasks.config import CurateConfig, SyntheticSource, stage_cli
 from tasks.data.card import dataset_card
 from tasks.data.clean import clean_splits, source_counts
+from tasks.data.difficulty import apply_difficulty
 from tasks.data.filters import benchmark_items, length_filter
 from tasks.data.fingerprint import resolve_revision, resolved_revisions
 from tasks.data.io import SourceError, is_hub
@@ -91,11 +92,15 @@ def build(cfg: CurateConfig) -> tuple[dict[str, list[dict]], dict]:
     n_before = len(drops)
     synthetic = set().union(*(s.labels() for s in cfg.sources if isinstance(s, SyntheticSource)))
     splits, unverifiable = verify_rows(splits, cfg.verify, synthetic, drops)
+    n_verified = len(drops)
+    if cfg.difficulty.enabled:
+        splits = apply_difficulty(splits, cfg.difficulty, drops)
     # RL is sampled by the trainer; shuffle once here so a prefix is already a mix of sources.
     random.Random(f"curate-rl:{cfg.seed}").shuffle(splits["rl"])
     report["filters"]["length"] = _dropped_by_source(length_drops)
-    report["filters"]["unverifiable"] = _dropped_by_source(drops[n_before:])
-    report["by_source"] |= {"length": report["filters"]["length"], "unverifiable": report["filters"]["unverifiable"]}
+    report["filters"]["unverifiable"] = _dropped_by_source(drops[n_before:n_verified])
+    report["filters"]["difficulty_band"] = _dropped_by_source(drops[n_verified:])
+    report["by_source"] |= {f: report["filters"][f] for f in ("length", "unverifiable", "difficulty_band")}
     report["unverifiable_reasons"] = {k: dict(sorted(c.items())) for k, c in sorted(unverifiable.items())}
     report["counts"] = {s: source_counts(splits[s]) for s in SPLITS}
     report["rows"] = {s: len(splits[s]) for s in SPLITS}

@@ -10,7 +10,7 @@ from collections import Counter
 
 SPLITS = ("sft", "rl", "eval")
 MAX_LISTED = 50
-FILTERS = ("bad_rows", "length", "dedup", "near_dup", "decontam", "unverifiable")
+FILTERS = ("bad_rows", "length", "dedup", "near_dup", "decontam", "unverifiable", "difficulty_band")
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:

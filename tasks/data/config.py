@@ -189,6 +189,30 @@ class VerifyConfig(_Strict):
     timeout_s: float = Field(10.0, gt=0)
 
 
+class DifficultyConfig(_Strict):
+    """Pass-rate estimation under a model (tasks/data/difficulty.py); off by default."""
+
+    enabled: bool = False
+    model: str | None = Field(None, description="local model dir or hub id to sample from (outside this DAG)")
+    k: int = Field(4, ge=1, description="samples per prompt")
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    batch_size: int = Field(16, ge=1, description="prompts per sampling call")
+    splits: list[Literal["sft", "rl", "eval"]] = Field(default_factory=lambda: ["rl"])
+    band: tuple[float, float] | None = Field(None, description="keep rows with lo < pass_rate < hi")
+    workers: int = Field(2, ge=1)
+    timeout_s: float = Field(10.0, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _band(self):
+        if self.band is not None and not 0 <= self.band[0] < self.band[1] <= 1:
+            raise ValueError("band must be [lo, hi] with 0 <= lo < hi <= 1")
+        if self.enabled and not self.model:
+            raise ValueError("difficulty.enabled needs difficulty.model (a model dir or hub id)")
+        return self
+
+
 class CurateConfig(_Strict):
     seed: int = 0
     sources: list[Source] = Field(default_factory=lambda: [SyntheticSource()], min_length=1)
@@ -196,6 +220,7 @@ class CurateConfig(_Strict):
     near_dup: NearDupConfig = NearDupConfig()
     decontam: DecontamConfig = DecontamConfig()
     verify: VerifyConfig = VerifyConfig()
+    difficulty: DifficultyConfig = DifficultyConfig()
     fingerprint: str = Field("data/sources.json", description="written by the `sources` stage")
     out_dir: str = "data/curated"
 

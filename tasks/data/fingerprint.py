@@ -9,7 +9,8 @@ every ``dvc repro`` and writes ``data/sources.json``: per source its kind, label
 - a local file: its md5 and size (the same digest DVC uses);
 - a local dataset directory: an md5 over its files' relative paths and md5s;
 - a hub id: the commit sha its ``revision`` resolves to now (a sha is kept as given, no network);
-- the synthetic suite: nothing beyond its params (it is generated from them).
+- the synthetic suite: nothing beyond its params (it is generated from them);
+- with ``curate.difficulty`` on: the model it samples from (directory digest or hub sha).
 
 Benchmark files named in ``curate.decontam.benchmarks`` are fingerprinted the same way. The curate
 stage depends on this file: an unchanged source writes identical bytes, so curate and everything
@@ -51,14 +52,16 @@ def local_digest(path: str) -> dict:
     return {"md5": f"{h.hexdigest()}.dir", "nfiles": len(files)}
 
 
-def resolve_revision(repo_id: str, revision: str | None) -> str:
-    """The commit sha a hub dataset revision (branch, tag or sha) points at now."""
+def resolve_revision(repo_id: str, revision: str | None, kind: str = "dataset") -> str:
+    """The commit sha a hub dataset (or model) revision (branch, tag or sha) points at now."""
     if revision and _SHA.fullmatch(revision):
         return revision
     try:
         from huggingface_hub import HfApi
 
-        sha = HfApi().dataset_info(repo_id, revision=revision).sha
+        api = HfApi()
+        info = api.dataset_info if kind == "dataset" else api.model_info
+        sha = info(repo_id, revision=revision).sha
     except Exception as e:  # offline, unknown id or revision, auth: one outcome
         raise SourceError(
             f"{repo_id}@{revision or 'main'}: cannot resolve the revision on the hub: {e}"
@@ -81,11 +84,21 @@ def benchmark_entry(bench: Benchmark) -> dict:
     return {"path": bench.path, **local_digest(bench.path)}
 
 
+def model_entry(path: str) -> dict:
+    """The difficulty model: a local directory's digest, or a hub id's resolved sha."""
+    if Path(path).exists():
+        return {"path": path, **local_digest(path)}
+    return {"path": path, "resolved": resolve_revision(path, None, kind="model")}
+
+
 def fingerprint(cfg: CurateConfig) -> dict:
-    return {
+    fp = {
         "sources": [source_entry(s) for s in cfg.sources],
         "benchmarks": [benchmark_entry(b) for b in cfg.decontam.benchmarks],
     }
+    if cfg.difficulty.enabled:  # absent otherwise, so the default's file is unchanged
+        fp["difficulty_model"] = model_entry(cfg.difficulty.model)
+    return fp
 
 
 def write_fingerprint(cfg: CurateConfig, path: str | Path) -> dict:
