@@ -121,14 +121,35 @@ class StageRun:
         self.client.log_table(self.run_id, data=data, artifact_file=artifact_file)
 
     def log_input_files(self, paths: list[str | Path]) -> None:
-        """Record each input file's md5 (the same digest DVC uses for a file)."""
-        self.client.log_batch(
-            self.run_id,
-            tags=[_tag(f"input.{Path(p).name}.md5", md5(p)) for p in paths if Path(p).is_file()],
-        )
+        """Record each input file's md5 (the same digest DVC uses for a file), as a tag and as an
+        MLflow dataset input whose digest is that md5, so a run leads back to its exact data."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        digests = {Path(p): md5(p) for p in paths if Path(p).is_file()}
+        self.client.log_batch(self.run_id, tags=[_tag(f"input.{p.name}.md5", d) for p, d in digests.items()])
+        inputs = [
+            DatasetInput(
+                Dataset(name=p.name, digest=d, source_type="local", source=str(p.resolve()), profile=_profile(p)),
+                tags=[InputTag("mlflow.data.context", p.stem)],
+            )
+            for p, d in digests.items()
+        ]
+        if inputs:
+            self.client.log_inputs(self.run_id, datasets=inputs)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[_tag(k, v) for k, v in tags.items()])
+
+
+def _profile(path: Path) -> str | None:
+    """``{"num_rows": n}`` for a parquet file (read from its footer), else None."""
+    if path.suffix != ".parquet":
+        return None
+    import json
+
+    import pyarrow.parquet as pq
+
+    return json.dumps({"num_rows": pq.ParquetFile(path).metadata.num_rows})
 
 
 def _tag(k: str, v: Any):
