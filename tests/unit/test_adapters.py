@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.data.adapters import adapt_math, adapt_mbpp, adapt_numina, adapt_stdio, last_boxed
 from tasks.config.curate import ColumnsSource, Gsm8kSource, MathSource, MbppSource, NuminaSource, StdioSource
+from tasks.data.adapters import adapt_math, adapt_mbpp, adapt_numina, adapt_stdio, last_boxed
 from tasks.data.sources import load_file_source
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
