@@ -11,9 +11,12 @@ An assert test such as ``assert f(2) == 4`` is split, in the parent, into
   ``math.isclose``...), which stays here and is evaluated here on the returned values.
 
 So the expected values are never in the sandbox's memory, files or environment, and what the
-program can send back is only its own values: an object whose ``__eq__`` always returns True never
-leaves the sandbox (it is not a plain built-in value), and a forged result line is just another
-answer, judged like any other.
+program can send back is only values: an object whose ``__eq__`` always returns True never leaves
+the sandbox (it is not a plain built-in value). The program shares the launcher's interpreter, so
+it can always make a hole report a value of its choosing (tamper with the encoder, write result
+lines from a thread): that is exactly the power of hard-coding the answer in ``f``, and it gains
+nothing without knowing the expected values, which it cannot read. Lines it writes before the
+tests run are superseded by the launcher's.
 
 A test may hold several statements (MBPP's ``test_setup_code`` then the assert): statements that
 are not asserts run in the sandbox as they are. Its limit: an expected value written as something

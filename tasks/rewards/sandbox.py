@@ -261,14 +261,15 @@ def _run(
 
 
 def _values(res: bytes, steps: list | None) -> dict[int, str]:
-    """Step index -> the repr text the launcher sent ("" for an exec step); the first line for a
-    step wins, and lines that do not parse are ignored (they can only be the program's own)."""
+    """Step index -> the repr text sent for it ("" for an exec step). The *last* line for a step
+    wins: the launcher writes each one right after the step ran, so lines the program wrote
+    beforehand are superseded; lines that do not parse are ignored."""
     values: dict[int, str] = {}
     if not steps:
         return values
     for line in res.decode("utf-8", "replace").split("\n")[1:]:
         index, _, text = line.partition(" ")
-        if index.isdigit() and int(index) < len(steps) and int(index) not in values:
+        if index.isdigit() and int(index) < len(steps):
             values[int(index)] = text
     return values
 
