@@ -64,8 +64,13 @@ class Plan:
     frames: list[list[tuple[ast.expr, list[int]]]]  # per test: (assert frame, its steps' indices)
 
 
-def plan(tests: Sequence[str]) -> Plan:
-    """Split every test's asserts into holes (sent) and frames (kept); other statements are sent."""
+def plan(tests: Sequence[str], program: str = "") -> Plan:
+    """Split every test's asserts into holes (sent) and frames (kept); other statements are sent.
+
+    A built-in the program (or a test's set-up) defines at top level (its own ``sum``) is not
+    pure: calls to it are holes."""
+    shadowed = _top_level_names(program) | {n for t in tests for n in _top_level_names(t)}
+    pure = {name for name in _PURE if name.split(".")[0] not in shadowed}
     steps: list[Step] = []
     frames: list[list[tuple[ast.expr, list[int]]]] = []
     for i, test in enumerate(tests):
@@ -76,20 +81,45 @@ def plan(tests: Sequence[str]) -> Plan:
                 own.append((ast.Constant(True), [len(steps) - 1]))
                 continue
             holes: list[int] = []
-            frame = _frame(stmt.test, i, steps, holes)
+            frame = _frame(stmt.test, i, steps, holes, pure)
             own.append((frame, holes))
         frames.append(own)
     return Plan(steps, frames)
 
 
-def _frame(node: ast.expr, test: int, steps: list[Step], holes: list[int]) -> ast.expr:
+def _top_level_names(source: str) -> set[str]:
+    try:
+        body = ast.parse(source).body
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return set()
+    names = set()
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+    return names - {"math"} if "math" in names and _imports_stdlib_math(body) else names
+
+
+def _imports_stdlib_math(body: list[ast.stmt]) -> bool:
+    """``import math`` binds the real module: ``math.isclose`` stays pure."""
+    return any(
+        isinstance(n, ast.Import) and any(a.name == "math" and not a.asname for a in n.names) for n in body
+    )
+
+
+def _frame(node: ast.expr, test: int, steps: list[Step], holes: list[int], pure: set[str]) -> ast.expr:
     """``node`` with every program-dependent sub-expression replaced by a reference to its hole."""
     if _is_literal(node):
         return node
+    sub = lambda child: _frame(child, test, steps, holes, pure)  # noqa: E731
     if isinstance(node, (ast.Compare, ast.BoolOp, ast.UnaryOp)) and _frame_ok(node):
-        return _rebuild(node, lambda child: _frame(child, test, steps, holes))
-    if isinstance(node, ast.Call) and ast.unparse(node.func) in _PURE and _frame_ok(node):
-        return _rebuild(node, lambda child: _frame(child, test, steps, holes))
+        return _rebuild(node, sub)
+    if isinstance(node, ast.Call) and ast.unparse(node.func) in pure and _frame_ok(node):
+        return _rebuild(node, sub)
     steps.append(Step(test, "eval", ast.unparse(node)))
     holes.append(len(steps) - 1)
     return ast.Name(id=f"_hole{len(steps) - 1}", ctx=ast.Load())

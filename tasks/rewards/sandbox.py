@@ -172,7 +172,7 @@ def run_asserts(source: str, asserts: Sequence[str], limits: RLimits = RLimits()
 
     A program that raises or exits before the tests, or a value that never comes back (the run was
     killed, or it is not a plain built-in value), fails the tests that need it."""
-    plan = assert_plan.plan(asserts)
+    plan = assert_plan.plan(asserts, source)
     res = _run(source, "", plan.steps, limits, isolation())
     res.passed = assert_plan.judge(plan, res.values)  # type: ignore[attr-defined]
     del res.values  # type: ignore[attr-defined]
