@@ -15,10 +15,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from test_sandbox import FAST, SECRET, _score, canaries, unharmed  # noqa: F401
 
 from tasks.rewards.code import run_tests
 from tasks.rewards.sandbox import run_asserts, run_program
-from tests.unit.test_sandbox import FAST, SECRET, _score, canaries, unharmed  # noqa: F401
 
 SQUARES = [{"assert": "assert f(2) == 4"}, {"assert": "assert f(3) == 9"}, {"assert": "assert f(10) == 100"}]
 
