@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import platform
 import re
@@ -31,6 +32,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 _ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp"}
@@ -92,6 +94,10 @@ _DENY_X86_64 = (
 # userfaultfd io_uring_setup/enter/register open_tree move_mount fsopen fsconfig fsmount fspick
 # pidfd_open pidfd_getfd mount_setattr
 _CLONE, _CLONE3 = 56, 435
+_LIB_DIR, _LOADER = (
+    f"/usr/lib/{platform.machine()}-linux-gnu",
+    f"ld-linux-{platform.machine().replace('_', '-')}.so.2",
+)
 _AUDIT_ARCH_X86_64 = 0xC000003E
 
 
@@ -134,6 +140,37 @@ def visible_paths(python: str) -> tuple[str, ...]:
     return (exe, stdlib, *sorted(libs))
 
 
+@functools.lru_cache(maxsize=4)
+def staged_libs(python: str) -> str:
+    """One directory holding (hard links to) exactly the shared libraries the interpreter needs, so
+    the sandbox binds one directory instead of dozens of files (each bind costs bwrap a few ms).
+
+    Named by a hash of the libraries' paths, inodes and mtimes, so an upgrade makes a fresh one;
+    root-owned under /var/cache (the user's cache when not root), never writable by the sandbox."""
+    libs = [p for p in visible_paths(python)[2:] if "/" in p]
+    key = hashlib.sha256(
+        repr([(p, os.stat(p).st_ino, os.stat(p).st_mtime_ns) for p in libs]).encode()
+    ).hexdigest()
+    base = "/var/cache/r1flow-sandbox" if os.geteuid() == 0 else os.path.expanduser("~/.cache/r1flow-sandbox")
+    stage = os.path.join(base, key[:16])
+    if os.path.isdir(stage):
+        return stage
+    tmp = tempfile.mkdtemp(dir=os.makedirs(base, mode=0o755, exist_ok=True) or base)
+    for lib in libs:
+        dest = os.path.join(tmp, os.path.basename(lib))
+        if not os.path.exists(dest):
+            try:
+                os.link(os.path.realpath(lib), dest)
+            except OSError:  # another file system: copy
+                shutil.copy2(os.path.realpath(lib), dest)
+    os.chmod(tmp, 0o755)
+    try:
+        os.rename(tmp, stage)
+    except OSError:  # a concurrent process staged it first
+        shutil.rmtree(tmp)
+    return stage
+
+
 def bwrap_argv(python: str, tmp_mb: int, seccomp_fd: int | None) -> list[str]:
     """The bwrap command line that runs ``python`` (the arguments follow it)."""
     argv = [bwrap_path(), "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-net",
@@ -141,7 +178,7 @@ def bwrap_argv(python: str, tmp_mb: int, seccomp_fd: int | None) -> list[str]:
             "--cap-drop", "ALL", "--hostname", "sandbox", "--clearenv"]  # fmt: skip
     for key, value in _ENV.items():
         argv += ["--setenv", key, value]
-    exe, stdlib, *libs = visible_paths(python)
+    exe, stdlib = visible_paths(python)[:2]
     argv += ["--ro-bind", exe, python]
     if os.path.realpath(python) != python:
         argv += ["--ro-bind", exe, exe]
@@ -149,8 +186,9 @@ def bwrap_argv(python: str, tmp_mb: int, seccomp_fd: int | None) -> list[str]:
     site = os.path.join(stdlib, "site-packages")
     if os.path.isdir(site):  # a non-Debian build keeps third-party packages inside the stdlib dir
         argv += ["--tmpfs", site, "--remount-ro", site]
-    for lib in libs:
-        argv += ["--ro-bind", lib, lib]
+    # the libraries in the dynamic loader's default directory; the loader where the ELF header says
+    argv += ["--ro-bind", staged_libs(python), _LIB_DIR, "--symlink", "usr/lib", "/lib"]
+    argv += ["--symlink", f"{_LIB_DIR}/{_LOADER}", f"/lib64/{_LOADER}"]
     argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mb * 2**20), "--tmpfs", "/tmp",
              "--chdir", "/tmp"]  # fmt: skip
     if seccomp_fd is not None:
@@ -190,7 +228,9 @@ def cgroup_kind() -> str | None:
     """ "v1" or "v2" if root may create memory+pids cgroups here (probed by doing it), else None."""
     for kind in ("v2", "v1"):
         try:
-            Cgroup(kind, 64, 16).remove()
+            probe = Cgroup(kind, 64, 16)
+            probe.kill_all()
+            probe.remove()
             return kind
         except OSError:
             continue
@@ -200,8 +240,10 @@ def cgroup_kind() -> str | None:
 class Cgroup:
     """One run's cgroup: memory (with swap) capped at ``memory_mb`` and ``pids`` processes."""
 
-    def __init__(self, kind: str, memory_mb: int, pids: int) -> None:
-        self.kind, name = kind, f"r1flow-sbx-{os.getpid()}-{secrets.token_hex(4)}"
+    def __init__(self, kind: str, memory_mb: int, pids: int, name: str | None = None) -> None:
+        """A new cgroup, or the existing one called ``name`` (a uid slot's, reused run after run:
+        creating and removing a memory cgroup costs more than the rest of a run's set-up)."""
+        self.kind, name = kind, name or f"r1flow-sbx-{os.getpid()}-{secrets.token_hex(4)}"
         limit = str(memory_mb * 2**20)
         if kind == "v2":
             root = "/sys/fs/cgroup"
@@ -209,14 +251,15 @@ class Cgroup:
                 if not {"memory", "pids"} <= set(f.read().split()):
                     raise OSError("cgroup v2 without memory and pids controllers")
             self.dirs = [f"{root}/{name}"]
-            os.mkdir(self.dirs[0])
+            os.makedirs(self.dirs[0], exist_ok=True)
             self._write(self.dirs[0], {"memory.max": limit, "memory.swap.max": "0", "pids.max": str(pids)})
         else:
             self.dirs = [f"/sys/fs/cgroup/memory/{name}", f"/sys/fs/cgroup/pids/{name}"]
             for d in self.dirs:
-                os.mkdir(d)
+                os.makedirs(d, exist_ok=True)
             self._write(self.dirs[0], {"memory.limit_in_bytes": limit, "memory.memsw.limit_in_bytes": limit})
             self._write(self.dirs[1], {"pids.max": str(pids)})
+        self._ooms = self._oom_count()
 
     def _write(self, d: str, values: dict[str, str]) -> None:
         try:
@@ -233,18 +276,20 @@ class Cgroup:
         return [f"{d}/cgroup.procs" for d in self.dirs]
 
     def oom_killed(self) -> bool:
-        """Whether the memory cap killed a process of this run."""
+        """Whether the memory cap killed a process since this object was made (this run)."""
+        return self._oom_count() > self._ooms
+
+    def _oom_count(self) -> int:
         name = "memory.events" if self.kind == "v2" else "memory.oom_control"
         try:
             with open(f"{self.dirs[0]}/{name}") as f:
-                text = f.read()
+                found = re.search(r"oom_kill (\d+)", f.read())
         except OSError:
-            return False
-        found = re.search(r"oom_kill (\d+)", text)
-        return bool(found and int(found.group(1)) > 0)
+            return 0
+        return int(found.group(1)) if found else 0
 
-    def kill_and_remove(self) -> None:
-        """SIGKILL every process still in the cgroup, wait until it is empty, remove it."""
+    def kill_all(self) -> None:
+        """SIGKILL every process still in the cgroup and wait until it is empty."""
         for _ in range(500):
             pids = self._pids()
             if not pids:
@@ -255,7 +300,6 @@ class Cgroup:
                 except ProcessLookupError:
                     pass
             time.sleep(0.002)
-        self.remove()
 
     def _pids(self) -> list[int]:
         try:

@@ -198,7 +198,9 @@ def _run(
         if iso.drop_uid:
             uid, lock_fd = claim_uid()
         if iso.cgroup:
-            cgroup = Cgroup(iso.cgroup, limits.memory_mb, limits.nproc)
+            cgroup = Cgroup(
+                iso.cgroup, limits.memory_mb, limits.nproc, f"r1flow-sbx-uid{uid}" if uid else None
+            )
         cfg = {
             "source": source,
             "steps": None if steps is None else [(s.kind, s.source) for s in steps],
@@ -245,7 +247,9 @@ def _run(
         if proc is not None:
             _kill_group(proc)
         if cgroup is not None:
-            cgroup.kill_and_remove()
+            cgroup.kill_all()
+            if uid is None:
+                cgroup.remove()
         elif uid is not None:
             kill_uid(uid)
         if proc is not None:
