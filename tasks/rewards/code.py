@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from tasks.rewards.sandbox import RLimits, run_asserts, run_program
+from tasks.rewards.sandbox import RLimits, SandboxError, isolation, run_asserts, run_program
 
 MAX_CODE_CHARS = 20_000
 ROW_BUDGET_S = 4.0
@@ -174,3 +174,17 @@ def code_binary(completion: object, row: Mapping[str, Any]) -> float | None:
     """1.0 if the program passes every test, else 0.0; None without ``tests``."""
     verdicts = _verdicts(completion, row)
     return None if verdicts is None else float(all(verdicts))
+
+
+def warmup() -> None:
+    """Probe the sandbox once at worker start (bubblewrap, interpreter, libraries, cgroup), outside
+    any item's timer. A machine without a working sandbox still starts its workers: the error then
+    comes with each code item, counted, while other rewards score normally."""
+    try:
+        isolation()
+    except SandboxError:
+        pass
+
+
+code_reward.warmup = warmup  # type: ignore[attr-defined]  # RewardExecutor calls these at worker start
+code_binary.warmup = warmup  # type: ignore[attr-defined]
