@@ -65,15 +65,4 @@ def combine(per_reward: Mapping[str, list[float | None]], weights: Mapping[str, 
     return [sum(w * (per_reward[name][i] or 0.0) for name, w in weights.items()) for i in range(n)]
 
 
-__all__ = [
-    "REWARDS",
-    "RewardFn",
-    "GoldParseError",
-    "accuracy",
-    "code_binary",
-    "code_reward",
-    "combine",
-    "format_reward",
-    "length_reward",
-    "tag_count",
-]
+__all__ = ["REWARDS", "RewardFn", "GoldParseError", "accuracy", "code_binary", "code_reward", "combine", "format_reward", "length_reward", "tag_count"]

@@ -39,10 +39,8 @@ def overlong_penalty(n: int, max_tokens: int, cache: int) -> float:
     (0.0, -1.0)
     """
     if n < 0 or max_tokens < 1 or not 0 <= cache <= max_tokens:
-        raise ValueError(
-            f"overlong_penalty: need n >= 0, max_tokens >= 1, 0 <= cache <= max_tokens "
-            f"(got n={n}, max_tokens={max_tokens}, cache={cache})"
-        )
+        raise ValueError(f"overlong_penalty: need n >= 0, max_tokens >= 1, 0 <= cache <= max_tokens "
+                         f"(got n={n}, max_tokens={max_tokens}, cache={cache})")
     if n > max_tokens:
         return -1.0
     free = max_tokens - cache
@@ -64,6 +62,4 @@ def length_reward(completion: object, row: Mapping[str, Any]) -> float:
     for key in FIELDS:
         if key not in row:
             raise ValueError(f"length reward: row lacks {key} (the trainer adds {', '.join(FIELDS)})")
-    return overlong_penalty(
-        int(row["completion_tokens"]), int(row["max_completion_tokens"]), int(row["overlong_cache"])
-    )
+    return overlong_penalty(int(row["completion_tokens"]), int(row["max_completion_tokens"]), int(row["overlong_cache"]))
