@@ -13,6 +13,8 @@ TORCH_SPEC ?= torch==2.13.0
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	# The code reward's sandbox runs programs in bubblewrap (bwrap), and needs the system python3.
+	command -v bwrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap python3; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
