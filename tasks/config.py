@@ -103,12 +103,44 @@ class TinyModel(Strict):
         return self
 
 
+SYSTEM_PROMPT = (
+    "Think step by step inside <think></think>, then give only the final answer inside "
+    "<answer></answer>."
+)
+
+
+class PromptConfig(Strict):
+    """How a problem becomes the model's input text (tasks/models.py: render_prompt)."""
+
+    format: Literal["auto", "chat", "chat_no_system", "chat_fold_system", "plain"] = Field(
+        "auto", description="auto: chat (folding the system turn if the template has no system role) "
+        "when the tokenizer has a chat template, else plain",
+    )
+    system_prompt: str = SYSTEM_PROMPT
+    plain_template: str = Field("{prompt}", description="plain format: may use {system} and must use {prompt}")
+
+    @field_validator("plain_template")
+    @classmethod
+    def _plain(cls, t: str) -> str:
+        if "{prompt}" not in t:
+            raise ValueError("must contain {prompt}")
+        try:
+            t.format(prompt="", system="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"only {{prompt}} and {{system}} may appear in braces ({e})") from None
+        return t
+
+
 class ModelConfig(Strict):
     name_or_path: str = Field("tiny", description="'tiny' builds the embedded model; else a hub id or local path")
     revision: str | None = None
     seed: int = 0
     tiny: TinyModel = TinyModel()
     out_dir: str = "models/base"
+    # dvc.yaml hashes this path as an input of `base`; a local model folder must be named here too
+    watch: str = Field("tasks/models.py", description="path DVC watches for base: the local model folder")
+    prompt: PromptConfig = PromptConfig()
+    stop_strings: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list, description="extra stops besides every eos id")
 
 
 # ----------------------------------------------------------------------------- scale-out
@@ -147,6 +179,7 @@ class SFTConfig(Strict):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     max_length: int = Field(256, ge=8)
+    drop_truncated: bool = Field(False, description="drop traces longer than max_length (else cut them)")
     log_every: int = Field(10, ge=1)
     out_dir: str = "models/sft"
     lora: LoraConfig = LoraConfig()

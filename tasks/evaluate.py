@@ -17,7 +17,6 @@ its improvement over SFT is significant (CI above 0) — the promotion gate.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -25,40 +24,48 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.config import EvaluateConfig, Params, stage_cli
-from tasks.generation import sample
+from tasks.config import EvaluateConfig, ModelConfig, Params, stage_cli
+from tasks.generation import Stops, sample, stop_conditions
 from tasks.metrics import mean_over_sources, paired_bootstrap_diff, pass_at_k
 from tasks.models import load_model, load_tokenizer, render_prompt
 from tasks.rewards.executor import RewardExecutor
 from tasks.tracking import stage_run
 
 
-def generate_all(model, tokenizer, prompts: list[str], cfg: EvaluateConfig, n: int, greedy: bool, seed: int):
+def generate_all(
+    model, tokenizer, prompts: list[str], cfg: EvaluateConfig, n: int, greedy: bool, seed: int, stops: Stops
+):
     """Completions (texts, lengths) for every prompt, n per prompt, in batches of ~batch_size rows."""
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     per_call = max(1, cfg.batch_size // n)
     texts, lengths = [], []
     for i in range(0, len(prompts), per_call):
-        s = sample(model, tokenizer, prompts[i : i + per_call], n, cfg.max_new_tokens, cfg.temperature, greedy, gen)
+        batch = prompts[i : i + per_call]
+        s = sample(model, tokenizer, batch, n, cfg.max_new_tokens, cfg.temperature, greedy, gen, stops=stops)
         texts += s.texts
         lengths += s.completion_mask.sum(1).tolist()
     return texts, np.array(lengths, dtype=float)
 
 
-def evaluate_model(path: str, rows: list[dict], cfg: EvaluateConfig, executor: RewardExecutor) -> tuple[dict, np.ndarray]:
-    """Metrics for one model; also returns the per-prompt greedy correctness (for paired tests)."""
+def evaluate_model(
+    path: str, rows: list[dict], cfg: EvaluateConfig, executor: RewardExecutor, model_cfg: ModelConfig | None = None
+) -> tuple[dict, np.ndarray]:
+    """Metrics for one model; also returns the per-prompt greedy correctness (for paired tests).
+    ``model_cfg`` gives the prompt rendering and stop strings (the same as SFT's and GRPO's)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    model_cfg = model_cfg or ModelConfig()
     tokenizer, model = load_tokenizer(path), load_model(path).to(device).eval()
-    prompts = [render_prompt(tokenizer, r["prompt"]) for r in rows]
+    prompts = [render_prompt(tokenizer, r["prompt"], model_cfg.prompt) for r in rows]
+    stops = stop_conditions(model, tokenizer, model_cfg.stop_strings)
     sources = np.array([r["source"] for r in rows])
 
-    texts, lengths = generate_all(model, tokenizer, prompts, cfg, 1, True, cfg.seed)
+    texts, lengths = generate_all(model, tokenizer, prompts, cfg, 1, True, cfg.seed, stops)
     scored = executor.score(texts, rows, ["accuracy", "format"])
     correct = np.array([a or 0.0 for a in scored.per_reward["accuracy"]])
     fmt = np.array([f or 0.0 for f in scored.per_reward["format"]])
 
     n = cfg.n_samples
-    stexts, _ = generate_all(model, tokenizer, prompts, cfg, n, False, cfg.seed + 1)
+    stexts, _ = generate_all(model, tokenizer, prompts, cfg, n, False, cfg.seed + 1, stops)
     sscored = executor.score(stexts, [r for r in rows for _ in range(n)], ["accuracy"])
     c = (np.array([a or 0.0 for a in sscored.per_reward["accuracy"]]).reshape(-1, n) > 0.5).sum(1)
     passk = {k: np.array([pass_at_k(n, int(ci), k) for ci in c]) for k in cfg.ks}
@@ -133,8 +140,7 @@ def register(params: Params, run, model_dir: str, promote: bool) -> str:
 
     mlflow.set_tracking_uri(params.tracking.uri)
     # The model is a local folder: MLflow's model-card and licence look-ups on the hub would only
-    # retry and time out (minutes offline). Nothing here needs the hub.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # retry and time out. This process is offline unless the user said otherwise (tasks/hub.py).
     name = params.tracking.registered_model
     with mlflow.start_run(run_id=run.run_id):
         info = mlflow.transformers.log_model(
@@ -164,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ) as executor:
         run.log_input_files([args.data])
         for m in cfg.models:
-            results[m], correct[m] = evaluate_model(dirs[m], rows, cfg, executor)
+            results[m], correct[m] = evaluate_model(dirs[m], rows, cfg, executor, params.model)
             print(f"evaluate: {m}: accuracy {results[m]['accuracy']:.3f}")
             run.log_metrics({f"{m}/accuracy": results[m]["accuracy"], **{f"{m}/{k.replace('@', '_at_')}": v for k, v in results[m].items() if k.startswith("pass@")}})
             run.log_metrics({f"{m}/accuracy/{s}": v["accuracy"] for s, v in results[m]["per_source"].items()})

@@ -44,7 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tasks import distributed
-from tasks.config import GRPOConfig, stage_cli
+from tasks.config import GRPOConfig, ModelConfig, stage_cli
 from tasks.generation import Samples, completion_logprobs
 from tasks.grpo.checkpoint import (
     CKPT_ROOT,
@@ -270,7 +270,10 @@ def completions_table(seen: list[Rollout]) -> dict[str, list]:
     return table
 
 
-def train_step(step: int, model, ref_model, tokenizer, rows: list[dict], sampler, cfg: GRPOConfig, opt, executor, gen):
+def train_step(
+    step: int, model, ref_model, tokenizer, rows: list[dict], sampler, cfg: GRPOConfig, opt, executor, gen,
+    model_cfg: ModelConfig | None = None,
+):
     """One GRPO step (points 1-4 of the module docstring). Returns (metrics, the curriculum
     probabilities this step drew with, (kept, seen) rollouts)."""
     t_step = time.perf_counter()
@@ -278,7 +281,9 @@ def train_step(step: int, model, ref_model, tokenizer, rows: list[dict], sampler
     for group in opt.param_groups:
         group["lr"] = lr
     curriculum = curriculum_metrics(sampler)
-    kept, seen, metrics = collect(model, tokenizer, lambda k: [rows[i] for i in sampler.sample(k)], cfg, executor, gen)
+    kept, seen, metrics = collect(
+        model, tokenizer, lambda k: [rows[i] for i in sampler.sample(k)], cfg, executor, gen, model_cfg
+    )
     if kept:  # dynamic sampling may find no informative group: then there is nothing to learn
         metrics.update(update(model, ref_model, kept, cfg, opt))
     stats = merged_stats(seen)
@@ -341,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
                    mininterval=1.0, disable=rank > 0)
         t0 = time.perf_counter()
         for step in bar:
-            metrics, curriculum, (kept, seen) = train_step(step, model, ref_model, tokenizer, rows, sampler, cfg, opt, executor, gen)
+            metrics, curriculum, (kept, seen) = train_step(
+                step, model, ref_model, tokenizer, rows, sampler, cfg, opt, executor, gen, params.model
+            )
             metrics = distributed.mean_metrics(metrics)  # identity for one process
             history.append({"step": step, **{k: metrics.get(k, float("nan")) for k in ("reward_mean", "accuracy", "loss", "kl")},
                             "curriculum": {k: v for k, v in curriculum.items() if k.startswith("curriculum/p/")}})
