@@ -55,7 +55,7 @@ STAGE = {
         "batch_size": 12,
         "lr": 1.0e-2,
         "warmup_steps": 5,
-        "max_length": 128,
+        "max_length": 160,
         "log_every": 40,
     },
     "grpo": {
