@@ -51,7 +51,7 @@ class Samples:
     prompt_ids: torch.Tensor  # [B, P] left-padded prompts (each prompt repeated n times)
     prompt_mask: torch.Tensor  # [B, P]
     completion_ids: torch.Tensor  # [B, T] right-padded with pad id
-    completion_mask: torch.Tensor  # [B, T] 1 up to and including EOS
+    completion_mask: torch.Tensor  # [B, T] 1 up to and including the stop token
     texts: list[str]  # decoded completions, special tokens stripped
     truncated: torch.Tensor  # [B] bool: hit max_new_tokens without a stop
 
@@ -221,7 +221,6 @@ def sample(
     (always the HF forward) or "lean" (ValueError naming the reason when unsupported).
     ``stops``: default ``stop_conditions(model, tokenizer)`` (every eos id, no stop strings).
     """
-    stops = stops or stop_conditions(model, tokenizer)
     s = _sample(model, tokenizer, prompts, n, max_new_tokens, temperature, greedy, generator, engine, stops)
     # The trainer differentiates through these ids (the embedding saves them for backward), which
     # inference tensors refuse: copy them out of inference mode.
@@ -240,9 +239,10 @@ def _sample(
     greedy: bool = False,
     generator: torch.Generator | None = None,
     engine: str = "auto",
-    stops: Stops = Stops((0,)),
+    stops: Stops | None = None,
 ) -> Samples:
     """``sample``'s decode loop; its tensors are inference tensors."""
+    stops = stops or stop_conditions(model, tokenizer)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     device = next(model.parameters()).device
