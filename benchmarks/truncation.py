@@ -57,23 +57,32 @@ def traces() -> dict[str, list[tuple[str, str]]]:
     math = [json.loads(x) for x in (DATA / "math/train.jsonl").read_text().splitlines()]
     return {
         "gsm8k": [(r["prompt"], r["solution"]) for r in gsm if r],
-        "math": [(m["problem"], f"<think>{m['solution']}</think><answer>{boxed(m['solution'])}</answer>") for m in math],
+        "math": [
+            (m["problem"], f"<think>{m['solution']}</think><answer>{boxed(m['solution'])}</answer>")
+            for m in math
+        ],
     }
 
 
 def measure(vocab: int, data: dict[str, list[tuple[str, str]]]) -> dict:
     train = [p + "\n" + s for rows in data.values() for k, (p, s) in enumerate(rows) if k % 2 == 0]
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe_tokenizer(train, SPECIALS, vocab), eos_token="<|im_end|>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe_tokenizer(train, SPECIALS, vocab), eos_token="<|im_end|>"
+    )
     tok.chat_template = QWEN_TEMPLATE
     out = {}
     for src, rows in data.items():
         held = [(p, s) for k, (p, s) in enumerate(rows) if k % 2 == 1]
-        n = np.array([len(tok(render_prompt(tok, p) + s, add_special_tokens=False).input_ids) + 1 for p, s in held])
+        n = np.array(
+            [len(tok(render_prompt(tok, p) + s, add_special_tokens=False).input_ids) + 1 for p, s in held]
+        )
         out[src] = {
             "traces": int(len(n)),
             "share_over": {str(m): round(float((n > m).mean()), 4) for m in LENGTHS},
             "percentiles": {f"p{q}": int(np.percentile(n, q)) for q in (50, 90, 95, 99)},
-            "chars_per_token": round(sum(len(re.sub(r"\s", " ", p + s)) for p, s in held) / float(n.sum()), 2),
+            "chars_per_token": round(
+                sum(len(re.sub(r"\s", " ", p + s)) for p, s in held) / float(n.sum()), 2
+            ),
         }
     return out
 
@@ -85,8 +94,11 @@ def main() -> int:
     path.write_text(json.dumps(results, indent=2) + "\n")
     for name, res in results.items():
         for src, r in res.items():
-            print(f"{name} {src:6s} n={r['traces']}: over " + " ".join(f"{k}: {v:.1%}" for k, v in r["share_over"].items())
-                  + f" | {r['percentiles']} | {r['chars_per_token']} chars/token")
+            print(
+                f"{name} {src:6s} n={r['traces']}: over "
+                + " ".join(f"{k}: {v:.1%}" for k, v in r["share_over"].items())
+                + f" | {r['percentiles']} | {r['chars_per_token']} chars/token"
+            )
     print(f"wrote {path}")
     return 0
 
