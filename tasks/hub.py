@@ -28,8 +28,8 @@ import sys
 from pathlib import Path
 
 OFFLINE_ENV = "HF_HUB_OFFLINE"
-HUB_STAGES = ("tasks.curate", "tasks.base")
-OFFLINE_STAGES = ("tasks.sft", "tasks.grpo", "tasks.evaluate")
+HUB_STAGES = ("tasks.stages.curate", "tasks.stages.base")
+OFFLINE_STAGES = ("tasks.stages.sft", "tasks.stages.grpo", "tasks.stages.evaluate")
 # Files a causal LM needs; *.bin only when the repo has no safetensors (see fetch).
 FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja"]
 

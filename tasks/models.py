@@ -35,15 +35,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config
 
-from tasks.config import (
-    ANSWER_CLOSE,
-    ANSWER_OPEN,
-    SYSTEM_PROMPT,
-    THINK_CLOSE,
-    THINK_OPEN,
-    ModelConfig,
-    PromptConfig,
-)
+from tasks.config.base import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
+from tasks.config.model import SYSTEM_PROMPT, ModelConfig, PromptConfig
 
 POINTER = "r1flow_source.json"
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]

@@ -2,7 +2,7 @@
 
 Stages run as separate processes (DVC starts them), so the parent run id travels by environment
 (``R1FLOW_PARENT_RUN_ID``), set by ``make run`` or the Prefect flow. A stage started without it
-(a bare ``dvc repro`` or ``python -m tasks.sft``) logs a top-level run instead, so nothing is lost.
+(a bare ``dvc repro`` or ``python -m tasks.stages.sft``) logs a top-level run instead, so nothing is lost.
 
 MLflow's "active run" is thread-local global state; this module never uses it. Every call goes
 through ``MlflowClient`` with an explicit run id, which is safe from threads, Prefect tasks and
@@ -121,14 +121,35 @@ class StageRun:
         self.client.log_table(self.run_id, data=data, artifact_file=artifact_file)
 
     def log_input_files(self, paths: list[str | Path]) -> None:
-        """Record each input file's md5 (the same digest DVC uses for a file)."""
-        self.client.log_batch(
-            self.run_id,
-            tags=[_tag(f"input.{Path(p).name}.md5", md5(p)) for p in paths if Path(p).is_file()],
-        )
+        """Record each input file's md5 (the same digest DVC uses for a file), as a tag and as an
+        MLflow dataset input whose digest is that md5, so a run leads back to its exact data."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        digests = {Path(p): md5(p) for p in paths if Path(p).is_file()}
+        self.client.log_batch(self.run_id, tags=[_tag(f"input.{p.name}.md5", d) for p, d in digests.items()])
+        inputs = [
+            DatasetInput(
+                Dataset(name=p.name, digest=d, source_type="local", source=str(p.resolve()), profile=_profile(p)),
+                tags=[InputTag("mlflow.data.context", p.stem)],
+            )
+            for p, d in digests.items()
+        ]
+        if inputs:
+            self.client.log_inputs(self.run_id, datasets=inputs)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[_tag(k, v) for k, v in tags.items()])
+
+
+def _profile(path: Path) -> str | None:
+    """``{"num_rows": n}`` for a parquet file (read from its footer), else None."""
+    if path.suffix != ".parquet":
+        return None
+    import json
+
+    import pyarrow.parquet as pq
+
+    return json.dumps({"num_rows": pq.ParquetFile(path).metadata.num_rows})
 
 
 def _tag(k: str, v: Any):
@@ -166,6 +187,28 @@ def stage_run(cfg: TrackingConfig, stage: str, params: dict[str, Any] | None = N
         c.set_terminated(run.info.run_id, "FAILED")
         raise
     c.set_terminated(run.info.run_id, "FINISHED")
+
+
+class NullRun:
+    """What ranks other than 0 log to: nothing."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
+@contextmanager
+def rank_zero_run(cfg: TrackingConfig, stage: str, params: dict[str, Any]) -> Iterator[Any]:
+    """The stage's run on rank 0 of a training stage (tagged with the world size), a NullRun elsewhere."""
+    import torch.distributed as dist
+
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if rank > 0:
+        yield NullRun()
+        return
+    with stage_run(cfg, stage, params) as run:
+        if world > 1:
+            run.set_tags({"world_size": str(world)})
+        yield run
 
 
 def _cli(argv: list[str]) -> int:

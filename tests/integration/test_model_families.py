@@ -89,7 +89,7 @@ def run_stage(module, *overrides: str) -> float:
 @pytest.fixture(scope="module")
 def curated(tmp_path_factory) -> Path:
     """data/curated from the synthetic + GSM8K sources, curated once for every family."""
-    import tasks.curate
+    import tasks.stages.curate
 
     root = tmp_path_factory.mktemp("curated")
     (root / "params.yaml").write_text(
@@ -102,7 +102,7 @@ def curated(tmp_path_factory) -> Path:
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        assert tasks.curate.main([]) == 0
+        assert tasks.stages.curate.main([]) == 0
     return root / "data" / "curated"
 
 
@@ -144,7 +144,7 @@ def check_rendering(family: str, tok) -> str:
 
 
 def check_label_mask(tok, row: dict, max_length: int) -> None:
-    from tasks.sft import encode_example
+    from tasks.stages.sft import encode_example
 
     ids, labels = encode_example(tok, row["prompt"], row["solution"], 10**6)
     prompt_ids = tok(render_prompt(tok, row["prompt"]), add_special_tokens=False).input_ids
@@ -209,14 +209,14 @@ def expected_truncation(tok, df: pd.DataFrame, max_length: int) -> dict[str, int
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_family_runs_the_whole_dag(family, curated, texts, tmp_path, monkeypatch):
-    import tasks.base
-    import tasks.evaluate
-    import tasks.grpo.train
-    import tasks.sft
+    import tasks.stages.base
+    import tasks.stages.evaluate
+    import tasks.stages.grpo
+    import tasks.stages.sft
 
     p = family_project(tmp_path / "project", family, curated, texts)
     monkeypatch.chdir(p)
-    times = {"base": run_stage(tasks.base)}
+    times = {"base": run_stage(tasks.stages.base)}
     tok, base = load_tokenizer("models/base"), load_model("models/base")
     rendered = check_rendering(family, tok)
     assert (unsupported_reason(base) is None) == (family != "gemma")  # lean decoder where it applies
@@ -226,12 +226,12 @@ def test_family_runs_the_whole_dag(family, curated, texts, tmp_path, monkeypatch
         family, base, tok, [rendered, render_prompt(tok, "7+8="), render_prompt(tok, "1")]
     )
 
-    times["sft"] = run_stage(tasks.sft)
+    times["sft"] = run_stage(tasks.stages.sft)
     sft_metrics = json.loads(Path("metrics/sft.json").read_text())
     assert sft_metrics["truncated"] == expected_truncation(tok, sft_rows, STAGE["sft"]["max_length"])
     assert sft_metrics["truncated"]["gsm8k"] > 0 and sft_metrics["truncated"]["add_2d"] == 0
-    times["grpo"] = run_stage(tasks.grpo.train)
-    times["evaluate"] = run_stage(tasks.evaluate)
+    times["grpo"] = run_stage(tasks.stages.grpo)
+    times["evaluate"] = run_stage(tasks.stages.evaluate)
     ev = json.loads(Path("metrics/eval.json").read_text())
     assert ev["sft"]["per_source"]["add_2d"]["format_rate"] == 1.0, ev["sft"]["examples"]
     assert set(ev["sft"]["per_source"]) == {"add_2d", "gsm8k"}

@@ -51,7 +51,7 @@ def test_reexported_local_model_reruns_base(tiny_project: Path, sh, subprocess_e
     export = tmp_path / "export" / "my-model"  # outside the project, as a user's export usually is
     build_tiny(ModelConfig(tiny=SMALL, seed=0), export)
     set_model(p, name_or_path=str(export))  # model.watch still the default: base must refuse
-    bad = sh(["python", "-m", "tasks.base"], p, env=env, check=False)
+    bad = sh(["python", "-m", "tasks.stages.base"], p, env=env, check=False)
     assert (
         bad.returncode == 1
         and f"Set model.watch: {export}" in bad.stderr
@@ -79,7 +79,7 @@ def test_missing_hub_model_fails_at_base(tiny_project: Path, sh, subprocess_env,
     env = {**subprocess_env, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache")}
     set_model(p, name_or_path="no-such-org/no-such-model", revision="v1")
     t0 = time.perf_counter()
-    proc = sh(["python", "-m", "tasks.base"], p, env=env, check=False)
+    proc = sh(["python", "-m", "tasks.stages.base"], p, env=env, check=False)
     elapsed = time.perf_counter() - t0
     print(f"\nmissing model, offline: exit {proc.returncode} after {elapsed:.1f}s\n{proc.stderr}")
     assert proc.returncode == 1
@@ -97,7 +97,7 @@ def test_missing_hub_model_fails_at_base(tiny_project: Path, sh, subprocess_env,
     assert not (p.parent / "mlflow.db").exists()  # no MLflow run was opened for a stage that failed
 
     set_model(p, name_or_path="./models/exported")  # a path, not a hub id
-    proc = sh(["python", "-m", "tasks.base"], p, env=env, check=False)
+    proc = sh(["python", "-m", "tasks.stages.base"], p, env=env, check=False)
     assert proc.returncode == 1 and "model.name_or_path: ./models/exported: no such folder" in proc.stderr
 
 
@@ -110,7 +110,7 @@ def test_cached_hub_model_resolves_to_its_commit(tiny_project: Path, sh, subproc
     (repo / "refs" / "main").write_text(sha)
     env = {**subprocess_env, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
     set_model(p, name_or_path="r1flow-test/tiny", revision="main")
-    sh(["python", "-m", "tasks.base"], p, env=env)
+    sh(["python", "-m", "tasks.stages.base"], p, env=env)
     pointer = json.loads((p / "models/base" / POINTER).read_text())
     assert pointer == {"name_or_path": "r1flow-test/tiny", "revision": "main", "sha": sha}
     load = "from tasks.models import load_model, resolve; print(resolve('models/base')[1], load_model('models/base').num_parameters())"
@@ -141,9 +141,9 @@ def sft_project(tmp_path) -> Path:
 
 
 def run_sft(*overrides: str) -> int:
-    import tasks.sft
+    import tasks.stages.sft
 
-    return tasks.sft.main(["--data", "data/sft.parquet", *[a for o in overrides for a in ("-S", o)]])
+    return tasks.stages.sft.main(["--data", "data/sft.parquet", *[a for o in overrides for a in ("-S", o)]])
 
 
 def test_sft_counts_and_drops_truncated_traces(sft_project: Path, monkeypatch):

@@ -15,13 +15,18 @@ from tasks.hub import configure, entry_module, looks_local
 @pytest.mark.parametrize(
     ("argv", "env", "decision", "offline"),
     [
-        (["python", "-m", "tasks.sft", "-S", "sft.steps=2"], {}, "offline", "1"),
-        (["python", "-u", "-m", "tasks.grpo"], {}, "offline", "1"),  # torchrun workers look like this
-        (["python", "-m", "tasks.evaluate"], {}, "offline", "1"),
-        (["python", "-m", "tasks.base"], {}, "online", None),
-        (["python", "-m", "tasks.curate"], {}, "online", None),
-        (["python", "-m", "tasks.evaluate"], {"HF_HUB_OFFLINE": "0"}, "user", "0"),  # the user's choice
-        (["python", "-m", "tasks.base"], {"HF_HUB_OFFLINE": "1"}, "user", "1"),
+        (["python", "-m", "tasks.stages.sft", "-S", "sft.steps=2"], {}, "offline", "1"),
+        (["python", "-u", "-m", "tasks.stages.grpo"], {}, "offline", "1"),  # torchrun workers look like this
+        (["python", "-m", "tasks.stages.evaluate"], {}, "offline", "1"),
+        (["python", "-m", "tasks.stages.base"], {}, "online", None),
+        (["python", "-m", "tasks.stages.curate"], {}, "online", None),
+        (
+            ["python", "-m", "tasks.stages.evaluate"],
+            {"HF_HUB_OFFLINE": "0"},
+            "user",
+            "0",
+        ),  # the user's choice
+        (["python", "-m", "tasks.stages.base"], {"HF_HUB_OFFLINE": "1"}, "user", "1"),
         (["python", "-m", "pytest", "tests"], {}, "untouched", None),
         (["python", "script.py"], {}, "untouched", None),
     ],
@@ -33,7 +38,8 @@ def test_configure(argv, env, decision, offline):
 
 def test_entry_module_and_paths():
     assert (
-        entry_module(["python", "-m", "tasks.sft"]) == "tasks.sft" and entry_module(["python", "-m"]) is None
+        entry_module(["python", "-m", "tasks.stages.sft"]) == "tasks.stages.sft"
+        and entry_module(["python", "-m"]) is None
     )
     for path in ("/models/qwen", "./exported", "../m", "~/m", "models/local/qwen"):
         assert looks_local(path), path
