@@ -100,7 +100,7 @@ def loop(t: Trainer, params: Params, rows: list[dict], start: int, history: list
     t0 = time.perf_counter()
     for step in bar:
         metrics, curriculum, (_, seen) = train_step(step, t.model, t.ref_model, t.tokenizer, rows, t.sampler, cfg,
-                                                    t.opt, executor, t.gen)
+                                                    t.opt, executor, t.gen, params.model)
         metrics = mean_metrics(metrics)  # identity for one process
         history.append({"step": step, **{k: metrics.get(k, float("nan")) for k in ("reward_mean", "accuracy", "loss", "kl")},
                         "curriculum": {k: v for k, v in curriculum.items() if k.startswith("curriculum/p/")}})

@@ -24,8 +24,10 @@ def test_stage_order_is_the_stated_pipeline():
 
 
 def test_stage_order_agrees_with_dvc_cli(tmp_path: Path, sh):
-    # `dvc dag` needs a DVC repo; a bare copy of dvc.yaml is enough (deps need not exist).
-    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    # `dvc dag` needs a DVC repo; dvc.yaml and the params.yaml its ${model.watch} reads are enough
+    # (deps need not exist).
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
     sh(["dvc", "init", "--no-scm", "-q"], tmp_path)
     names = sh(["dvc", "stage", "list", "--name-only"], tmp_path).stdout.split()
     dot = sh(["dvc", "dag", "--dot"], tmp_path).stdout
