@@ -150,6 +150,7 @@ class SFTConfig(Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     max_length: int = Field(256, ge=8)
     log_every: int = Field(10, ge=1)
+    save_every: int = Field(200, ge=1, description="steps between checkpoints (a rerun resumes from the last)")
     out_dir: OutDir = "models/sft"
     lora: LoraConfig = LoraConfig()
     scale: ScaleConfig = ScaleConfig()
