@@ -1,5 +1,5 @@
 #!/bin/sh
-# Run a stage entry point (`sh tasks/stage.sh tasks.sft [args]`) with the project's interpreter.
+# Run a stage entry point (`sh tasks/stage.sh tasks.stages.sft [args]`) with the project's interpreter.
 #
 # dvc.yaml's commands go through this so `dvc repro` works whether or not the venv is activated:
 # `.venv/bin/dvc repro` typed in a plain shell would otherwise run the system `python`, which

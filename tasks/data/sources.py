@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 
-from tasks.config import Gsm8kSource, SyntheticSource
+from tasks.config.curate import Gsm8kSource, SyntheticSource
 from tasks.data.gsm8k import load_gsm8k
 from tasks.data.synthetic import generate_family
 

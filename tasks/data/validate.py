@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from tasks.config import Limits
+from tasks.config.curate import GateBounds
 from tasks.data.sources import COLUMNS
 
 # The think block may span lines (GSM8K reasoning does); the answer is one non-empty tag-free run.
@@ -91,7 +91,7 @@ def _batch_definition():
 
 
 @lru_cache(maxsize=8)
-def build_suite(limits: Limits, known_sources: tuple[str, ...], sft: bool):
+def build_suite(limits: GateBounds, known_sources: tuple[str, ...], sft: bool):
     """The expectation suite for one split kind; cached, since the same suite serves many calls."""
     _batch_definition()  # a suite needs an active context to exist
     import great_expectations as gx
@@ -139,7 +139,7 @@ def _failure(result: Any) -> Failure:
     )
 
 
-def validate_split(df, split_name: str, limits: Limits, known_sources) -> ValidationReport:
+def validate_split(df, split_name: str, limits: GateBounds, known_sources) -> ValidationReport:
     """Run the suite on one split's dataframe; raise DataValidationError with a readable report."""
     report = check_split(df, split_name, limits, known_sources)
     if not report.success:
@@ -147,7 +147,7 @@ def validate_split(df, split_name: str, limits: Limits, known_sources) -> Valida
     return report
 
 
-def check_split(df, split_name: str, limits: Limits, known_sources) -> ValidationReport:
+def check_split(df, split_name: str, limits: GateBounds, known_sources) -> ValidationReport:
     """Like ``validate_split`` but return the report whatever the outcome (for multi-split gates)."""
     suite = build_suite(limits, tuple(sorted(set(known_sources))), split_name == "sft")
     batch = _batch_definition().get_batch(batch_parameters={"dataframe": df})
@@ -156,7 +156,7 @@ def check_split(df, split_name: str, limits: Limits, known_sources) -> Validatio
     return ValidationReport(split_name, len(df), len(result.results), failures)
 
 
-def validate_splits(frames: dict, limits: Limits, known_sources) -> list[ValidationReport]:
+def validate_splits(frames: dict, limits: GateBounds, known_sources) -> list[ValidationReport]:
     """Gate every split, then raise once with every failure, so one run shows all problems."""
     reports = [check_split(df, name, limits, known_sources) for name, df in frames.items()]
     if any(not r.success for r in reports):

@@ -3,7 +3,7 @@
 A GRPO checkpoint's ``state.pt`` holds the model, the optimiser, the prompt-sampler state, the
 step, and the torch/generator/python RNG states of every rank: each rank samples its own
 completions from its own generator, so a resumed rank r gets rank r's states back. The learning
-rate is a pure function of the step (``train.lr_at``), so no scheduler state is needed.
+rate is a pure function of the step (``tasks.schedule.lr_at``), so no scheduler state is needed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from tasks import checkpoint
-from tasks.config import GRPOConfig
+from tasks.config.grpo import GRPOConfig
 
 CKPT_ROOT = Path("checkpoints/grpo")
 KEEP = checkpoint.KEEP

@@ -37,8 +37,8 @@ Choices, and why:
   completion's length nor the batch's token count rescales the gradient.
 - bnpo vs dapo: both are token means, and they are identical with one micro-batch. Under gradient
   accumulation bnpo normalises each micro-batch by its own token count (the caller then averages
-  the micro-batch losses, dividing by grad_accum), so tokens of a micro-batch with few tokens weigh
-  more; dapo divides by the step's global token count N (``num_items_in_batch``, summed over every
+  the micro-batch losses, dividing by the number of micro-batches, which under dynamic sampling
+  can differ from grad_accum), so tokens of a micro-batch with few tokens weigh more; dapo divides by the step's global token count N (``num_items_in_batch``, summed over every
   micro-batch before the first backward), so the micro-batch losses are *summed* (no division by
   grad_accum) and equal the token mean of the whole step. grpo and dr_grpo, like bnpo, return
   micro-batch means that the caller averages.
@@ -93,25 +93,14 @@ def group_advantages(
 
 
 # ----------------------------------------------------------------------------- per-token pieces
-def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """Per-token unbiased, always non-negative KL estimate (Schulman's k3)."""
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token unbiased, always non-negative KL estimate (Schulman's k3): exp(d) - d - 1 with
+    d = ref_logp - logp. Slots outside ``valid`` get d = 0 (so KL 0) *before* the exp: padding
+    garbage never becomes inf, and never inf * 0 = NaN in the gradient."""
     d = ref_logp - logp
+    if valid is not None:
+        d = d.masked_fill(~valid, 0.0)
     return torch.exp(d) - d - 1
-
-
-def token_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of each position's next-token distribution: [B, T, V] logits -> [B, T] nats.
-
-    H = -sum_v p_v log p_v with log p from log_softmax (no exp overflow for large logits).
-    Tokens a logit of -inf forbids have p = 0 and contribute 0 (log p is clamped to the dtype's
-    most negative finite number so that 0 * -inf never appears). 16-bit logits are upcast to
-    float32: in bfloat16 the sum over a large vocabulary would lose most of its digits.
-    """
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    logp = torch.log_softmax(logits, dim=-1)
-    logp = logp.clamp(min=torch.finfo(logp.dtype).min)
-    return -(logp.exp() * logp).sum(-1)
 
 
 def _importance_ratio(
@@ -184,8 +173,7 @@ def policy_loss(
     per_token = -torch.min(unclipped, clipped)
     kl = None
     if ref_logp is not None:
-        d = (ref_logp.detach() - logp).masked_fill(~valid, 0.0)
-        kl = torch.exp(d) - d - 1  # k3_kl, on the masked difference
+        kl = k3_kl(logp, ref_logp.detach(), valid)
         if beta > 0:
             per_token = per_token + beta * kl
 

@@ -43,7 +43,7 @@ def test_sft_survives_mlflow_going_down_and_coming_back(tiny_project: Path, subp
         cmd = [
             "python",
             "-m",
-            "tasks.sft",
+            "tasks.stages.sft",
             "-S",
             f"tracking.uri={server.url}",
             "-S",

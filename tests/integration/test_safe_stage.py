@@ -24,7 +24,7 @@ def _bare_env(**extra: str) -> dict[str, str]:
 def test_stage_refuses_a_folder_holding_source_and_deletes_nothing(tiny_project: Path, sh):
     before = sorted(p.name for p in (tiny_project / "tasks").iterdir())
     proc = sh(
-        [str(VENV_BIN / "python"), "-m", "tasks.base", "-S", "model.out_dir=tasks"], tiny_project, check=False
+        [str(VENV_BIN / "python"), "-m", "tasks.stages.base", "-S", "model.out_dir=tasks"], tiny_project, check=False
     )
     assert proc.returncode == 2
     assert "model.out_dir" in proc.stderr and "which this stage does not write" in proc.stderr
@@ -40,7 +40,7 @@ def test_dvc_repro_without_an_activated_venv(tiny_project: Path, sh):
 
 def test_no_interpreter_says_what_to_do(tiny_project: Path, sh):
     # no .venv in this copy and nothing with torch on PATH: the wrapper stops with directions
-    proc = sh(["sh", "tasks/stage.sh", "tasks.base"], tiny_project, env=_bare_env(), check=False)
+    proc = sh(["sh", "tasks/stage.sh", "tasks.stages.base"], tiny_project, env=_bare_env(), check=False)
     assert proc.returncode == 127
     assert "no Python with the project's packages" in proc.stderr and "make setup" in proc.stderr
     assert not (tiny_project / "models").exists()

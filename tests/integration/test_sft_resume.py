@@ -32,7 +32,7 @@ def test_sft_resumes_after_sigkill(tiny_project: Path, sh, subprocess_env):
     (p / "data/curated").mkdir(parents=True)
     _sft_rows().to_parquet(p / "data/curated/sft.parquet")
     build_tiny(ModelConfig(**load_params(p / "params.yaml").model.model_dump()), p / "models/base")
-    cmd = ["python", "-m", "tasks.sft", *[a for o in SETTINGS for a in ("-S", o)]]
+    cmd = ["python", "-m", "tasks.stages.sft", *[a for o in SETTINGS for a in ("-S", o)]]
 
     a = sh(cmd, p, env=env)  # A: uninterrupted
     assert "resuming" not in a.stderr

@@ -240,7 +240,7 @@ def test_grpo_resumes_after_sigkill(tiny_project: Path, sh, env):
     (p / "data/curated").mkdir(parents=True)
     _rl_rows().to_parquet(p / "data/curated/rl.parquet")
     build_tiny(ModelConfig(**load_params(p / "params.yaml").model.model_dump()), p / "models/sft")
-    cmd = ["python", "-m", "tasks.grpo", *[a for o in RESUME for a in ("-S", o)]]
+    cmd = ["python", "-m", "tasks.stages.grpo", *[a for o in RESUME for a in ("-S", o)]]
 
     # A: uninterrupted
     a = sh(cmd, p, env=env)
@@ -289,7 +289,7 @@ def test_grpo_resumes_after_sigkill(tiny_project: Path, sh, env):
 
 # ----------------------------------------------------------------------------- bad input
 def test_bad_param_exits_2(tiny_project: Path, sh, env):
-    proc = sh(["python", "-m", "tasks.grpo", "-S", "grpo.lr=-1"], tiny_project, env=env, check=False)
+    proc = sh(["python", "-m", "tasks.stages.grpo", "-S", "grpo.lr=-1"], tiny_project, env=env, check=False)
     assert proc.returncode == 2, proc.stderr
     assert "grpo.lr" in proc.stderr and "greater than 0" in proc.stderr
     assert not (tiny_project / "models/grpo").exists() and not (tiny_project / "metrics").exists()

@@ -1,6 +1,6 @@
 """The curate stage: sources -> clean splits -> data gate -> ``data/curated/{sft,rl,eval}.parquet``.
 
-    python -m tasks.curate [--params params.yaml] [-S curate.seed=1 ...]
+    python -m tasks.stages.curate [--params params.yaml] [-S curate.seed=1 ...]
 
 Order of work, and why:
 1. Validate the whole params file (a ConfigError exits 2 before anything runs or is written).
@@ -24,14 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-from tasks.config import CurateConfig, Gsm8kSource, stage_cli
+from tasks.config import stage_cli
+from tasks.config.curate import CurateConfig, Gsm8kSource
 from tasks.data.clean import clean_splits
 from tasks.data.gsm8k import SOURCE as GSM8K
 from tasks.data.gsm8k import SourceError
 from tasks.data.sources import COLUMNS, SPLITS, load_source
 from tasks.data.validate import DataValidationError, validate_splits
 
-log = logging.getLogger("tasks.curate")
+log = logging.getLogger("tasks.stages.curate")
 
 METRICS_FILE = Path("metrics/curate.json")
 
@@ -104,7 +105,7 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 def dataset_card(cfg: CurateConfig, report: dict, md5s: dict[str, str]) -> str:
     """A short markdown card: provenance, counts, filters. Deterministic (no dates)."""
-    out = ["# Curated dataset", "", f"Built by `python -m tasks.curate` with seed {cfg.seed}.", "", "## Sources", ""]
+    out = ["# Curated dataset", "", f"Built by `python -m tasks.stages.curate` with seed {cfg.seed}.", "", "## Sources", ""]
     for spec in cfg.sources:
         fields = ", ".join(f"{k}={v}" for k, v in spec.model_dump().items() if k != "kind")
         out.append(f"- **{spec.kind}**: {fields}")
