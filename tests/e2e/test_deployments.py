@@ -1,0 +1,300 @@
+"""prefect.yaml's deployments against a real ``prefect server start`` on 127.0.0.1 (one per module).
+
+One tiny project (the real DAG, seconds per stage) is served by ``python -m flows.deploy`` as
+``make serve`` does. In order: two overlapping nightly runs are held to one at a time; an API run
+with a typed setting becomes a DVC experiment named after the flow run; a bad typed value fails
+before any stage; a schedule with unchanged data runs no training stage, and after a source file
+changed re-runs curate and everything downstream. Timelines and wall times are written to
+``.r1flow/test-artifacts/`` (``R1FLOW_TEST_ARTIFACTS``) for the record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.servers import prefect_server
+from tasks.config import load_params
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("R1FLOW_TEST_ARTIFACTS", ROOT / ".r1flow" / "test-artifacts"))
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+GSM8K_ROWS = [
+    {
+        "question": f"Tom has {i} apples and buys {i + 3}. How many?",
+        "answer": f"{i}+{i + 3}\n#### {2 * i + 3}",
+    }
+    for i in range(12)
+]
+
+
+def record(name: str, data: dict) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    print(f"\n{name}: {json.dumps(data, default=str)}")
+
+
+@pytest.fixture(scope="module")
+def project(tiny_project_module: Path) -> Path:
+    """The tiny project plus a local GSM8K-format source file (the schedule test edits it)."""
+    p = tiny_project_module
+    (p / "raw").mkdir()
+    (p / "raw" / "mini.jsonl").write_text("".join(json.dumps(r) + "\n" for r in GSM8K_ROWS))
+    params = yaml.safe_load((p / "params.yaml").read_text())
+    params["curate"]["sources"].append(
+        {"kind": "gsm8k", "path": "raw/mini.jsonl", "sft_fraction": 0.3, "eval_fraction": 0.2}
+    )
+    (p / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    load_params(p / "params.yaml")
+    subprocess.run(["git", "add", "-A"], cwd=p, check=True)
+    subprocess.run(["git", "commit", "-qm", "local source"], cwd=p, check=True)
+    return p
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory, project):
+    """A Prefect server with its scheduler (polling every 2 s), and the deployments served from ``project``."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    home = tmp_path_factory.mktemp("prefect")
+    server = prefect_server(home)
+    server.env["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = "2"
+    server.start()
+    url = server.url + "/api"
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": url,
+        "PYTHONUNBUFFERED": "1",
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+    }
+    env.pop("R1FLOW_PARENT_RUN_ID", None)
+    log = (home / "serve.log").open("w")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "flows.deploy"],
+        cwd=project,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        with temporary_settings({PREFECT_API_URL: url}):
+            wait_for(
+                lambda: len(deployments()) == 3,
+                240,
+                "the 3 deployments to register",
+                serve,
+                home / "serve.log",
+            )
+            yield server
+    finally:
+        os.killpg(serve.pid, 15)
+        serve.wait(30)
+        server.stop()
+
+
+def client():
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def deployments() -> dict[str, str]:
+    with client() as c:
+        return {d.name: str(d.id) for d in c.read_deployments()}
+
+
+def wait_for(cond, timeout: float, what: str, proc=None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if got := cond():
+            return got
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(
+                f"process exited {proc.returncode} waiting for {what}:\n{log.read_text()[-4000:] if log else ''}"
+            )
+        time.sleep(1)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def trigger(deployment: str, parameters: dict | None = None):
+    from prefect.deployments import run_deployment
+
+    return run_deployment(f"post-training/{deployment}", parameters=parameters or {}, timeout=0)
+
+
+def finished(run_id, timeout: float = 600):
+    def done():
+        with client() as c:
+            fr = c.read_flow_run(run_id)
+        return fr if fr.state and fr.state.type.value in FINAL else None
+
+    return wait_for(done, timeout, f"flow run {run_id}")
+
+
+def logs(run_id) -> list[tuple[float, str]]:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with client() as c:
+        found = c.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200)
+    return [(entry.timestamp.timestamp(), entry.message) for entry in found]
+
+
+def result(fr) -> dict:
+    return fr.state.result(raise_on_failure=True) if hasattr(fr.state, "result") else {}
+
+
+def wall(fr) -> float:
+    return (fr.end_time - fr.start_time).total_seconds()
+
+
+def stages_of(run_id) -> dict[str, str]:
+    """Per stage 'ran'/'skipped', from the flow's own log lines (the flow's result is not persisted)."""
+    for _, msg in reversed(logs(run_id)):
+        if msg.startswith("stages: "):
+            return yaml.safe_load(msg.removeprefix("stages: "))
+    return {}
+
+
+# ----------------------------------------------------------------------------- tests
+def test_two_overlapping_runs_are_held_to_one_at_a_time(api):
+    a, b = trigger("nightly"), trigger("nightly")
+    fa, fb = finished(a.id), finished(b.id)
+    assert fa.state.type.value == fb.state.type.value == "COMPLETED", (fa.state, fb.state)
+    first, second = sorted([fa, fb], key=lambda fr: min(t for t, m in logs(fr.id) if m.startswith("holding")))
+    waited = [(t, m) for t, m in logs(second.id) if m.startswith("waiting: another run holds")]
+    assert waited, "the second run did not say why it waited"
+    held_at = min(t for t, m in logs(second.id) if m.startswith("holding"))
+    assert held_at >= first.end_time.timestamp() - 1.0  # it ran only once the first had finished
+    assert set(stages_of(first.id).values()) == {"ran"} and set(stages_of(second.id).values()) == {"skipped"}
+    t0 = min(fa.start_time, fb.start_time).timestamp()
+    record(
+        "overlap_timeline",
+        {
+            "first": {
+                "id": str(first.id),
+                "start_s": round(first.start_time.timestamp() - t0, 1),
+                "end_s": round(first.end_time.timestamp() - t0, 1),
+                "stages": stages_of(first.id),
+            },
+            "second": {
+                "id": str(second.id),
+                "start_s": round(second.start_time.timestamp() - t0, 1),
+                "waiting_logged_s": round(waited[0][0] - t0, 1),
+                "holding_s": round(held_at - t0, 1),
+                "end_s": round(second.end_time.timestamp() - t0, 1),
+                "stages": stages_of(second.id),
+            },
+        },
+    )
+
+
+def test_api_run_with_a_typed_setting_is_a_dvc_experiment(api, project, sh):
+    before = (project / "params.yaml").read_text()
+    fr = finished(trigger("experiment", {"settings": {"evaluate": {"seed": 7}}}).id)
+    assert fr.state.type.value == "COMPLETED", fr.state
+    assert (project / "params.yaml").read_text() == before
+    names = [
+        e.get("name")
+        for row in json.loads(sh(["dvc", "exp", "show", "--json"], project).stdout)
+        for x in (row.get("experiments") or [])
+        for e in x.get("revs", [])
+    ]
+    assert fr.name in names, (fr.name, names)
+    ref = sh(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], project).stdout.split()
+    [ref] = [r for r in ref if r.endswith("/" + fr.name)]
+    assert yaml.safe_load(sh(["git", "show", f"{ref}:params.yaml"], project).stdout)["evaluate"]["seed"] == 7
+
+    from mlflow.tracking import MlflowClient
+
+    uri = load_params(project / "params.yaml").tracking.uri
+    c = MlflowClient(tracking_uri=uri)
+    exp = c.get_experiment_by_name("r1flow")
+    [parent] = c.search_runs([exp.experiment_id], f"tags.`prefect.flow_run_id` = '{fr.id}'")
+    assert parent.info.status == "FINISHED" and parent.data.tags["r1flow.overrides"] == "evaluate.seed=7"
+    assert (
+        str(fr.id) in parent.data.tags["prefect.flow_run_url"]
+        and api.url in parent.data.tags["prefect.flow_run_url"]
+    )
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with client() as cl:
+        keys = {
+            a.key
+            for a in cl.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[fr.id]))
+            )
+        }
+    assert {"dvc-experiment", "mlflow-run"} <= keys
+    record("api_experiment_run", {"flow_run": fr.name, "wall_s": round(wall(fr), 1), "experiment_ref": ref})
+
+
+def test_a_bad_typed_value_fails_before_any_stage(api, project, sh):
+    refs_before = sh(["git", "for-each-ref", "refs/exps"], project).stdout
+    fr = finished(trigger("experiment", {"settings": {"grpo": {"lr": -1.0}}}).id)
+    assert fr.state.type.value == "FAILED"
+    assert any("grpo.lr" in m and "greater than 0" in m for _, m in logs(fr.id))
+    assert sh(["git", "for-each-ref", "refs/exps"], project).stdout == refs_before
+
+
+def test_schedule_runs_nothing_on_unchanged_data_and_retrains_on_a_changed_source(api, project):
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    dep = deployments()["nightly"]
+    with client() as c:
+        [sched] = c.create_deployment_schedules(
+            dep, [(IntervalSchedule(interval=timedelta(seconds=10)), True)]
+        )
+
+    def next_scheduled_run(after: float):
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+        with client() as c:
+            runs = c.read_flow_runs(
+                flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[dep]))
+            )
+        done = [
+            r
+            for r in runs
+            if r.auto_scheduled
+            and r.start_time
+            and r.start_time.timestamp() > after
+            and r.state.type.value in FINAL
+        ]
+        return min(done, key=lambda r: r.start_time) if done else None
+
+    try:
+        t0 = time.time()
+        unchanged = wait_for(lambda: next_scheduled_run(t0), 300, "a scheduled run on unchanged data")
+        assert unchanged.state.type.value == "COMPLETED"
+        assert set(stages_of(unchanged.id).values()) == {"skipped"}, stages_of(unchanged.id)
+
+        with (project / "raw" / "mini.jsonl").open("a") as f:  # new data arrives
+            f.write(
+                json.dumps({"question": "Ann has 40 pens and gives 15 away. How many?", "answer": "#### 25"})
+                + "\n"
+            )
+        t1 = time.time()
+        fresh = wait_for(lambda: next_scheduled_run(t1), 600, "a scheduled run on changed data")
+        assert fresh.state.type.value == "COMPLETED"
+        ran = stages_of(fresh.id)
+        assert ran.get("curate") == "ran" and ran.get("sft") == "ran" and ran.get("evaluate") == "ran", ran
+    finally:
+        with client() as c:
+            c.delete_deployment_schedule(dep, sched.id)
+    record(
+        "scheduled_runs",
+        {
+            "unchanged": {"wall_s": round(wall(unchanged), 1), "stages": stages_of(unchanged.id)},
+            "changed_source": {"wall_s": round(wall(fresh), 1), "stages": ran},
+        },
+    )
