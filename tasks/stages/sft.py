@@ -33,13 +33,13 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from tasks import checkpoint, distributed
 from tasks.config import Params, stage_cli
 from tasks.config.sft import SFTConfig
 from tasks.lora import add_adapters, trainable
 from tasks.models import count_parameters, load_model, load_tokenizer, render_prompt
+from tasks.progress import progress
 from tasks.schedule import lr_at
 from tasks.tracking import rank_zero_run
 
@@ -99,8 +99,7 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SF
     device = next(model.parameters()).device
     start, order, history = resume(ckpt_dir, model, opt, g) if ckpt_dir is not None else (0, [], [])
     t0, tokens = time.perf_counter(), 0
-    bar = tqdm(range(start, cfg.steps), desc="sft", unit="step", initial=start, total=cfg.steps, file=sys.stderr,
-               mininterval=1.0, disable=rank > 0)
+    bar = progress(range(start, cfg.steps), "sft", initial=start, total=cfg.steps, disable=rank > 0)
     for step in bar:
         if len(order) < cfg.batch_size:  # a fresh permutation each epoch
             order += torch.randperm(len(examples), generator=g).tolist()
@@ -120,7 +119,7 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SF
         loss.backward()
         grad_norm = distributed.clip_and_step(model, opt, cfg.max_grad_norm)
         tokens += n_tokens
-        bar.set_postfix(loss=f"{shown.item():.3f}", refresh=False)  # redraws follow mininterval
+        bar.set_postfix(loss=f"{shown.item():.3f}", refresh=False)  # redraws only at the interval
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             row = {
                 "step": step,

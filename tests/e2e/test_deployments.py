@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("R1FLOW_TEST_ARTIFACTS", ROOT / ".r1flow" / "test-artifacts"))
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+CHROMIUM = os.environ.get("R1FLOW_CHROMIUM", "/usr/bin/chromium")  # Debian's; `make setup` installs it
 GSM8K_ROWS = [
     {
         "question": f"Tom has {i} apples and buys {i + 3}. How many?",
@@ -50,6 +51,7 @@ def project(tiny_project_module: Path) -> Path:
     (p / "raw").mkdir()
     (p / "raw" / "mini.jsonl").write_text("".join(json.dumps(r) + "\n" for r in GSM8K_ROWS))
     params = yaml.safe_load((p / "params.yaml").read_text())
+    params["evaluate"]["register_model"] = False  # registering costs seconds per run and is tested elsewhere
     params["curate"]["sources"].append(
         {"kind": "gsm8k", "path": "raw/mini.jsonl", "sft_fraction": 0.3, "eval_fraction": 0.2}
     )
@@ -74,6 +76,7 @@ def api(tmp_path_factory, project):
         **os.environ,
         "PREFECT_API_URL": url,
         "PYTHONUNBUFFERED": "1",
+        "HF_HUB_OFFLINE": "1",  # the tiny local models: no hub look-ups (registration asks for a model card)
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
     }
     env.pop("R1FLOW_PARENT_RUN_ID", None)
@@ -244,6 +247,53 @@ def test_a_bad_typed_value_fails_before_any_stage(api, project, sh):
     assert fr.state.type.value == "FAILED"
     assert any("grpo.lr" in m and "greater than 0" in m for _, m in logs(fr.id))
     assert sh(["git", "for-each-ref", "refs/exps"], project).stdout == refs_before
+
+
+def test_custom_run_from_the_ui_in_headless_chromium(api, project):
+    """Deployment page -> Run -> Custom run, GRPO learning rate changed in the form, Submit; Completed."""
+    from playwright.sync_api import sync_playwright
+
+    dep = deployments()["experiment"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto(f"{api.url}/deployments/deployment/{dep}", wait_until="networkidle", timeout=120_000)
+            page.get_by_role("button", name="Run").click()
+            page.get_by_text("Custom run").click()
+            page.wait_for_url("**/run", timeout=60_000)
+            field = page.locator(
+                "div.schema-form-property",
+                has=page.locator(".schema-form-property__description", has_text="(grpo.lr)"),
+            ).last
+            field.locator("input").fill("0.0001")
+            t_submit = time.time()
+            page.get_by_role("button", name="Submit").click()
+            page.wait_for_url("**/runs/flow-run/**", timeout=60_000)
+            run_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+            fr = finished(run_id)
+            page.reload(wait_until="networkidle")
+            page.get_by_text("Completed").first.wait_for(timeout=60_000)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "ui_custom_run_completed.png"), full_page=True)
+        finally:
+            browser.close()
+    assert fr.state.type.value == "COMPLETED", fr.state
+    assert fr.parameters["settings"]["grpo"]["lr"] == 0.0001
+    assert any("grpo.lr=0.0001" in m for _, m in logs(fr.id))
+    record(
+        "ui_custom_run",
+        {
+            "flow_run": fr.name,
+            "submit_to_completed_s": round(fr.end_time.timestamp() - t_submit, 1),
+            "run_wall_s": round(wall(fr), 1),
+            "screenshot": str(ARTIFACTS / "ui_custom_run_completed.png"),
+        },
+    )
 
 
 def test_schedule_runs_nothing_on_unchanged_data_and_retrains_on_a_changed_source(api, project):
