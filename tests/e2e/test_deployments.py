@@ -98,10 +98,13 @@ def api(tmp_path_factory, project):
                 serve,
                 home / "serve.log",
             )
+            server.serve = serve  # the worker test stops it: then only the worker may pick up runs
+            server.cli_env = env
             yield server
     finally:
-        os.killpg(serve.pid, 15)
-        serve.wait(30)
+        if serve.poll() is None:
+            os.killpg(serve.pid, 15)
+            serve.wait(30)
         server.stop()
 
 
@@ -348,3 +351,37 @@ def test_schedule_runs_nothing_on_unchanged_data_and_retrains_on_a_changed_sourc
             "changed_source": {"wall_s": round(wall(fresh), 1), "stages": ran},
         },
     )
+
+
+def test_prefect_deploy_to_a_process_work_pool_with_a_worker(api, project, tmp_path):
+    """``prefect deploy --all`` from prefect.yaml, then a process worker runs evaluate-only in the work tree."""
+    os.killpg(api.serve.pid, 15)  # from here on the deployments belong to the work pool
+    api.serve.wait(30)
+    env = {**api.cli_env, "PREFECT_HOME": str(tmp_path / "cli-home"), "PWD": str(project)}  # as `cd project` sets it
+    prefect = str(Path(sys.executable).parent / "prefect")
+
+    def cli(*args: str) -> str:
+        proc = subprocess.run([prefect, "--no-prompt", *args], cwd=project, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, f"prefect {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+        return proc.stdout
+
+    cli("work-pool", "create", "r1flow-process", "--type", "process")
+    cli("deploy", "--all")
+    with client() as c:
+        dep = c.read_deployment_by_name("post-training/evaluate-only")
+    assert dep.work_pool_name == "r1flow-process" and dep.parameters == {"stages": ["evaluate"]}
+    run = trigger("evaluate-only")
+    log = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen([prefect, "worker", "start", "--pool", "r1flow-process", "--run-once"], cwd=tmp_path,
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        fr = finished(run.id, timeout=400)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, 15)
+        worker.wait(30)
+    assert fr.state.type.value == "COMPLETED", (fr.state, (tmp_path / "worker.log").read_text()[-3000:])
+    assert stages_of(fr.id) == {"evaluate": "skipped"}  # up to date since the runs above
+    assert any(str(project) in m for _, m in logs(fr.id))  # ran in the work tree prefect.yaml's pull step names
+
