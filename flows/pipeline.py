@@ -53,7 +53,7 @@ from tasks.tracking import PARENT_ENV, PREFECT_URL_ENV, end_run, start_parent
 
 __all__ = ["STAGES", "DagError", "StageFailed", "post_training", "run_experiment", "run_stage", "stage_order"]
 
-STAGES = ("curate", "base", "sft", "grpo", "evaluate")
+STAGES = ("sources", "curate", "base", "sft", "grpo", "evaluate")
 TAIL_LINES = 40  # lines of stage output quoted in the error of a failed stage
 
 
@@ -186,7 +186,7 @@ def post_training(
     stages: list[StageName] = ALL_STAGES,
     stage_retries: int = 0,
 ) -> dict:
-    """curate -> base -> sft -> grpo -> evaluate through DVC; with changes, one DVC experiment.
+    """sources -> curate -> base -> sft -> grpo -> evaluate through DVC; with changes, one DVC experiment.
 
     Args:
         repo: project root holding dvc.yaml and params.yaml (the deployments set it)

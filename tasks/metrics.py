@@ -62,5 +62,5 @@ def paired_bootstrap_diff(
     boots = np.empty(samples)
     for i in range(samples):
         boots[i] = np.mean([g[rng.integers(0, len(g), len(g))].mean() for g in groups])
-    lo, hi = np.quantile(boots, [0.025, 0.975])
-    return {"diff": float(np.mean([g.mean() for g in groups])), "ci95_low": float(lo), "ci95_high": float(hi)}
+    q: np.ndarray = np.quantile(boots, [0.025, 0.975])
+    return {"diff": float(np.mean([g.mean() for g in groups])), "ci95_low": float(q[0]), "ci95_high": float(q[1])}

@@ -251,6 +251,14 @@ def apply_op(client, spool: Spool, op: dict[str, Any]) -> None:
             params=[Param(*p) for p in op.get("params", [])],
             tags=[RunTag(*t) for t in op.get("tags", [])],
         )
+    elif kind == "inputs":  # datasets with their md5 (tasks.tracking.StageRun.log_input_files)
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        client.log_inputs(spool.run_id, datasets=[
+            DatasetInput(Dataset(name=d["name"], digest=d["digest"], source_type="local", source=d["source"],
+                                 profile=d["profile"]), tags=[InputTag("mlflow.data.context", d["context"])])
+            for d in op["datasets"]
+        ])
     elif kind == "artifact":
         client.log_artifact(spool.run_id, op["path"], op.get("artifact_path"))
     elif kind == "text":

@@ -164,51 +164,58 @@ def policy_loss(
         raise ValueError(f"need 0 < epsilon < 1 and epsilon_high > 0, got {eps_low} and {eps_high}")
 
     valid = mask != 0
-    m = valid.to(logp.dtype)
     log_ratio = (logp - old_logp.detach()).masked_fill(~valid, 0.0)
     ratio = _importance_ratio(log_ratio, logp, valid, importance_sampling_level)
     adv = advantages.to(logp.dtype)[:, None]
-    unclipped = ratio * adv
-    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv
-    per_token = -torch.min(unclipped, clipped)
-    kl = None
-    if ref_logp is not None:
-        kl = k3_kl(logp, ref_logp.detach(), valid)
-        if beta > 0:
-            per_token = per_token + beta * kl
+    # the clipped surrogate: l = -min(w A, clip(w, 1 - eps, 1 + eps_high) A), plus beta * k3
+    per_token = -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv)
+    kl = k3_kl(logp, ref_logp.detach(), valid) if ref_logp is not None else None
+    if beta > 0 and kl is not None:  # beta > 0 without ref_logp was refused above
+        per_token = per_token + beta * kl
+    loss = aggregate(per_token, valid, loss_type, max_completion_length, num_items_in_batch)
+    return loss, _token_stats(ratio, adv, valid, kl, eps_low, eps_high)
 
+
+def aggregate(
+    per_token: torch.Tensor, valid: torch.Tensor, loss_type: str, max_completion_length: int | None = None,
+    num_items_in_batch: float | None = None,
+) -> torch.Tensor:
+    """The ``loss_type`` aggregation of per-token losses over the valid slots (module docstring)."""
+    m = valid.to(per_token.dtype)
     total = (per_token * m).sum()
     n_valid = m.sum()
     if loss_type == "grpo":
-        loss = ((per_token * m).sum(1) / m.sum(1).clamp(min=1)).mean()
-    elif loss_type == "bnpo":
-        loss = total / n_valid.clamp(min=1)
-    elif loss_type == "dr_grpo":
+        return ((per_token * m).sum(1) / m.sum(1).clamp(min=1)).mean()
+    if loss_type == "bnpo":
+        return total / n_valid.clamp(min=1)
+    if loss_type == "dr_grpo":
         if max_completion_length is None or max_completion_length < 1:
             raise ValueError(
                 f"loss_type='dr_grpo' needs max_completion_length >= 1, got {max_completion_length!r}"
             )
-        if logp.shape[1] > max_completion_length:
+        if per_token.shape[1] > max_completion_length:
             raise ValueError(
-                f"max_completion_length={max_completion_length} is shorter than the {logp.shape[1]} token slots"
-                " of logp: it must be the generation limit (max_new_tokens)"
+                f"max_completion_length={max_completion_length} is shorter than the {per_token.shape[1]} token"
+                " slots of logp: it must be the generation limit (max_new_tokens)"
             )
-        loss = total / (logp.shape[0] * max_completion_length)
-    else:  # dapo
-        if num_items_in_batch is not None and num_items_in_batch < 0:
-            raise ValueError(f"num_items_in_batch must be >= 0, got {num_items_in_batch}")
-        n = n_valid.clamp(min=1) if num_items_in_batch is None else max(float(num_items_in_batch), 1.0)
-        loss = total / n
+        return total / (per_token.shape[0] * max_completion_length)
+    if num_items_in_batch is not None and num_items_in_batch < 0:  # dapo
+        raise ValueError(f"num_items_in_batch must be >= 0, got {num_items_in_batch}")
+    n = n_valid.clamp(min=1) if num_items_in_batch is None else max(float(num_items_in_batch), 1.0)
+    return total / n
 
-    with torch.no_grad():
-        n_tok = n_valid.clamp(min=1)
-        low = ((ratio < 1 - eps_low) & (adv < 0) & valid).sum() / n_tok
-        high = ((ratio > 1 + eps_high) & (adv > 0) & valid).sum() / n_tok
-        stats = {
-            "kl": float((kl * m).sum() / n_tok) if kl is not None else 0.0,
-            "clip_frac": float(low + high),
-            "clip_frac_low": float(low),
-            "clip_frac_high": float(high),
-            "ratio_mean": float((ratio * m).sum() / n_tok),
-        }
-    return loss, stats
+
+@torch.no_grad()
+def _token_stats(ratio, adv, valid, kl, eps_low: float, eps_high: float) -> dict[str, float]:
+    """Means over valid tokens: kl, ratio, and the clip fractions (tokens whose gradient the clip cuts)."""
+    m = valid.to(ratio.dtype)
+    n_tok = m.sum().clamp(min=1)
+    low = ((ratio < 1 - eps_low) & (adv < 0) & valid).sum() / n_tok
+    high = ((ratio > 1 + eps_high) & (adv > 0) & valid).sum() / n_tok
+    return {
+        "kl": float((kl * m).sum() / n_tok) if kl is not None else 0.0,
+        "clip_frac": float(low + high),
+        "clip_frac_low": float(low),
+        "clip_frac_high": float(high),
+        "ratio_mean": float((ratio * m).sum() / n_tok),
+    }

@@ -69,15 +69,17 @@ def evaluate_model(path: str, rows: list[dict], cfg: EvaluateConfig, executor: R
     tokenizer, model = load_tokenizer(path), load_model(path).to(device).eval()
     prompts = [render_prompt(tokenizer, r["prompt"]) for r in rows]
     sources = np.array([r["source"] for r in rows])
-    settings = {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "batch_size": cfg.batch_size}
+    def generate(n: int, greedy: bool, seed: int):
+        return generate_all(model, tokenizer, prompts, n=n, greedy=greedy, seed=seed, max_new_tokens=cfg.max_new_tokens,
+                            temperature=cfg.temperature, batch_size=cfg.batch_size)
 
-    texts, lengths = generate_all(model, tokenizer, prompts, n=1, greedy=True, seed=cfg.seed, **settings)
+    texts, lengths = generate(1, True, cfg.seed)
     scored = executor.score(texts, rows, ["accuracy", "format"])
     correct = np.array(zero_if_none(scored.per_reward["accuracy"]))
     fmt = np.array(zero_if_none(scored.per_reward["format"]))
 
     n = cfg.n_samples
-    stexts, _ = generate_all(model, tokenizer, prompts, n=n, greedy=False, seed=cfg.seed + 1, **settings)
+    stexts, _ = generate(n, False, cfg.seed + 1)
     sscored = executor.score(stexts, [r for r in rows for _ in range(n)], ["accuracy"])
     c = (np.array(zero_if_none(sscored.per_reward["accuracy"])).reshape(-1, n) > 0.5).sum(1)
     passk = {k: np.array([pass_at_k(n, int(ci), k) for ci in c]) for k in cfg.ks}

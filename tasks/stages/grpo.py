@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     t = build(params, rows, args.model)
     ckpt_dir = CKPT_ROOT / run_key(cfg, [Path(args.data), Path(args.model)])
-    start, history = 0, []
+    history: list[dict] = []
+    start = 0
     if ckpt := latest_checkpoint(ckpt_dir):
         start, history = load_checkpoint(ckpt, t.model, t.opt, t.sampler, t.gen, t.rank)
         print(f"grpo: resuming from {ckpt} (step {start})")
