@@ -8,8 +8,8 @@ they come from a schedule, the UI's Run button or the API. Keep the server local
     make ui                                                      # terminal 1: Prefect + MLflow UIs
     PREFECT_API_URL=http://127.0.0.1:4200/api make serve         # terminal 2
 
-``--only NAME`` serves one deployment; ``--interval S`` replaces the schedules with one every S
-seconds (to watch a schedule work without waiting for 03:00). Without ``PREFECT_API_URL`` there is
+``--only NAME`` serves one deployment; ``--interval S`` replaces the scheduled deployments'
+schedules with one every S seconds (to watch a schedule work without waiting for 03:00). Without ``PREFECT_API_URL`` there is
 no server to register with, so this exits with that message instead of serving a throwaway one.
 """
 
@@ -42,7 +42,7 @@ def to_deployments(repo: Path, only: str | None = None, interval: float | None =
         if only and spec["name"] != only:
             continue
         schedule: dict[str, Any] = {}
-        if interval:
+        if interval and spec.get("schedules"):  # only what prefect.yaml schedules gets the short interval
             schedule = {"interval": interval}
         elif spec.get("schedules"):
             first = spec["schedules"][0]

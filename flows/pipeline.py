@@ -194,7 +194,8 @@ def post_training(
             becomes an override, and the run a DVC experiment named after this flow run
         params_overrides: any other params.yaml key as key.path=value, e.g. grpo.epsilon=0.3
         stages: the stages to bring up to date, in DVC's order (evaluate-only: [evaluate]); all by
-            default. Upstream stages not listed are used as they are.
+            default. Upstream stages not listed are used as they are. A run with changes is always
+            the whole pipeline, as one DVC experiment.
         stage_retries: retries per stage task (0: training is not idempotent)
     """
     logger = get_run_logger()
