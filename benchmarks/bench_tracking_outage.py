@@ -46,7 +46,8 @@ def losses(uri: str, experiment: str) -> list[int]:
 
 
 def run_sft(work: Path, server, experiment: str, steps: int, log_every: int, down_s: float | None) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+           "R1FLOW_TRACKING_FLUSH_S": "400"}  # a slow restart still lands inside the end-of-stage flush
     cmd = [
         sys.executable,
         "-m",
