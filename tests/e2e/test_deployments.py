@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows.dag import experiment_ref
 from flows.servers import prefect_server
 from tasks.config import load_params
 
@@ -69,7 +70,12 @@ def api(tmp_path_factory, project):
 
     home = tmp_path_factory.mktemp("prefect")
     server = prefect_server(home)
-    server.env["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = "2"
+    # the scheduler every 2 s, and at most 2 runs queued ahead per schedule (runs here outlast its interval)
+    server.env.update(
+        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
+        PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS="1",
+        PREFECT_SERVER_SERVICES_SCHEDULER_MAX_RUNS="2",
+    )
     server.start()
     url = server.url + "/api"
     env = {
@@ -147,6 +153,18 @@ def finished(run_id, timeout: float = 600):
     return wait_for(done, timeout, f"flow run {run_id}")
 
 
+def newest_run(deployment_id: str, after: float):
+    """The id of the newest flow run of a deployment created after ``after`` (a timestamp), or None."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+    with client() as c:
+        runs = c.read_flow_runs(
+            flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
+        )
+    fresh = [r for r in runs if r.created and r.created.timestamp() > after - 1]
+    return max(fresh, key=lambda r: r.created).id if fresh else None
+
+
 def logs(run_id) -> list[tuple[float, str]]:
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
@@ -222,8 +240,8 @@ def test_api_run_with_a_typed_setting_is_a_dvc_experiment(api, project, sh):
         for e in x.get("revs", [])
     ]
     assert fr.name in names, (fr.name, names)
-    ref = sh(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], project).stdout.split()
-    [ref] = [r for r in ref if r.endswith("/" + fr.name)]
+    ref = experiment_ref(project, fr.name)
+    assert ref is not None
     assert yaml.safe_load(sh(["git", "show", f"{ref}:params.yaml"], project).stdout)["evaluate"]["seed"] == 7
 
     from mlflow.tracking import MlflowClient
@@ -259,7 +277,8 @@ def test_a_bad_typed_value_fails_before_any_stage(api, project, sh):
 
 
 def test_custom_run_from_the_ui_in_headless_chromium(api, project):
-    """Deployment page -> Run -> Custom run, GRPO learning rate changed in the form, Submit; Completed."""
+    """The deployment's page, then its Custom run form: the GRPO learning rate changed, Submit; the run
+    completes, and its page (state Completed) is saved as a screenshot."""
     from playwright.sync_api import sync_playwright
 
     dep = deployments()["experiment"]
@@ -272,9 +291,11 @@ def test_custom_run_from_the_ui_in_headless_chromium(api, project):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
             page.goto(f"{api.url}/deployments/deployment/{dep}", wait_until="networkidle", timeout=120_000)
-            page.get_by_role("button", name="Run").click()
-            page.get_by_text("Custom run").click()
-            page.wait_for_url("**/run", timeout=60_000)
+            page.get_by_text("experiment").first.wait_for(timeout=60_000)
+            # the Custom run form (the page the deployment's Run -> Custom run menu opens)
+            page.goto(
+                f"{api.url}/deployments/deployment/{dep}/run", wait_until="networkidle", timeout=120_000
+            )
             field = page.locator(
                 "div.schema-form-property",
                 has=page.locator(".schema-form-property__description", has_text="(grpo.lr)"),
@@ -282,10 +303,9 @@ def test_custom_run_from_the_ui_in_headless_chromium(api, project):
             field.locator("input").fill("0.0001")
             t_submit = time.time()
             page.get_by_role("button", name="Submit").click()
-            page.wait_for_url("**/runs/flow-run/**", timeout=60_000)
-            run_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+            run_id = wait_for(lambda: newest_run(dep, t_submit), 120, "the flow run the form submitted")
             fr = finished(run_id)
-            page.reload(wait_until="networkidle")
+            page.goto(f"{api.url}/runs/flow-run/{run_id}", wait_until="networkidle", timeout=120_000)
             page.get_by_text("Completed").first.wait_for(timeout=60_000)
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "ui_custom_run_completed.png"), full_page=True)
@@ -311,7 +331,7 @@ def test_schedule_runs_nothing_on_unchanged_data_and_retrains_on_a_changed_sourc
     dep = deployments()["nightly"]
     with client() as c:
         [sched] = c.create_deployment_schedules(
-            dep, [(IntervalSchedule(interval=timedelta(seconds=10)), True)]
+            dep, [(IntervalSchedule(interval=timedelta(seconds=30)), True)]
         )
 
     def next_scheduled_run(after: float):
@@ -363,12 +383,17 @@ def test_prefect_deploy_to_a_process_work_pool_with_a_worker(api, project, tmp_p
     """``prefect deploy --all`` from prefect.yaml, then a process worker runs evaluate-only in the work tree."""
     os.killpg(api.serve.pid, 15)  # from here on the deployments belong to the work pool
     api.serve.wait(30)
-    env = {**api.cli_env, "PREFECT_HOME": str(tmp_path / "cli-home"), "PWD": str(project)}  # as `cd project` sets it
+    env = {
+        **api.cli_env,
+        "PREFECT_HOME": str(tmp_path / "cli-home"),
+        "PWD": str(project),
+    }  # as `cd project` sets it
     prefect = str(Path(sys.executable).parent / "prefect")
 
     def cli(*args: str) -> str:
-        proc = subprocess.run([prefect, "--no-prompt", *args], cwd=project, env=env, capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            [prefect, "--no-prompt", *args], cwd=project, env=env, capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 0, f"prefect {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
         return proc.stdout
 
@@ -379,8 +404,14 @@ def test_prefect_deploy_to_a_process_work_pool_with_a_worker(api, project, tmp_p
     assert dep.work_pool_name == "r1flow-process" and dep.parameters == {"stages": ["evaluate"]}
     run = trigger("evaluate-only")
     log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen([prefect, "worker", "start", "--pool", "r1flow-process", "--run-once"], cwd=tmp_path,
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = subprocess.Popen(
+        [prefect, "worker", "start", "--pool", "r1flow-process", "--run-once"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         fr = finished(run.id, timeout=400)
     finally:
@@ -388,6 +419,9 @@ def test_prefect_deploy_to_a_process_work_pool_with_a_worker(api, project, tmp_p
             os.killpg(worker.pid, 15)
         worker.wait(30)
     assert fr.state.type.value == "COMPLETED", (fr.state, (tmp_path / "worker.log").read_text()[-3000:])
-    assert stages_of(fr.id) == {"evaluate": "skipped"}  # up to date since the runs above: only evaluate was asked
-    assert any(str(project) in m for _, m in logs(fr.id))  # ran in the work tree prefect.yaml's pull step names
-
+    assert stages_of(fr.id) == {
+        "evaluate": "skipped"
+    }  # up to date since the runs above: only evaluate was asked
+    assert any(
+        str(project) in m for _, m in logs(fr.id)
+    )  # ran in the work tree prefect.yaml's pull step names
