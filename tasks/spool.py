@@ -98,10 +98,10 @@ class Spool:
     # ------------------------------------------------------------------ the training thread's side
     def submit(self, op: dict[str, Any]) -> None:
         """Record ``op`` (journal first, then the queue); never waits for the server."""
-        if op["kind"] == "artifact":  # the file may change or vanish before delivery: keep a copy
+        if op["kind"] in ("artifact", "artifacts"):  # the file may change or vanish before delivery: keep a copy
             dst = self.dir / "artifacts" / str(len(self._ops)) / Path(op["path"]).name
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(op["path"], dst)
+            (shutil.copytree if op["kind"] == "artifacts" else shutil.copy2)(op["path"], dst)
             op = {**op, "path": str(dst)}
         with self._cond:
             self._journal({"seq": len(self._ops), "op": op})
@@ -261,6 +261,8 @@ def apply_op(client, spool: Spool, op: dict[str, Any]) -> None:
         ])
     elif kind == "artifact":
         client.log_artifact(spool.run_id, op["path"], op.get("artifact_path"))
+    elif kind == "artifacts":  # a folder
+        client.log_artifacts(spool.run_id, op["path"], op.get("artifact_path"))
     elif kind == "text":
         client.log_text(spool.run_id, op["text"], op["artifact_file"])
     elif kind == "table":

@@ -121,6 +121,9 @@ class StageRun:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.spool.submit({"kind": "artifact", "path": str(path), "artifact_path": artifact_path})
 
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        self.spool.submit({"kind": "artifacts", "path": str(local_dir), "artifact_path": artifact_path})
+
     def log_text(self, text: str, artifact_file: str) -> None:
         self.spool.submit({"kind": "text", "text": text, "artifact_file": artifact_file})
 
