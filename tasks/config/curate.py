@@ -13,6 +13,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import Field, model_validator
 
 from tasks.config.base import Strict
+from tasks.paths import OutDir
 
 # Families of the synthetic suite, easiest first (see tasks/data/synthetic.py).
 SyntheticFamily = Literal["add_1d", "add_2d", "sub_2d", "add_3d", "mul_1x2", "mul_2x2", "add_4d"]
@@ -223,7 +224,7 @@ class CurateConfig(Strict):
     verify: VerifyConfig = VerifyConfig()
     difficulty: DifficultyConfig = DifficultyConfig()
     fingerprint: str = Field("data/sources.json", description="written by the `sources` stage")
-    out_dir: str = "data/curated"
+    out_dir: OutDir = "data/curated"
 
     @model_validator(mode="after")
     def _unique_labels(self):

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from tasks.config.base import Strict
+from tasks.paths import OutDir
 
 
 class TinyModel(Strict):
@@ -65,7 +66,7 @@ class ModelConfig(Strict):
     revision: str | None = None
     seed: int = 0
     tiny: TinyModel = TinyModel()
-    out_dir: str = "models/base"
+    out_dir: OutDir = "models/base"
     # dvc.yaml hashes this path as an input of `base`; a local model folder must be named here too
     watch: str = Field("tasks/models.py", description="path DVC watches for base: the local model folder")
     prompt: PromptConfig = PromptConfig()

@@ -19,8 +19,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from tasks.config import ModelConfig, stage_cli
+from tasks.config import stage_cli
+from tasks.config.model import ModelConfig
 from tasks.hub import ModelNotFound, fetch, looks_local
+from tasks.paths import MODEL_FILES, UnsafePath, prepare_out_dir
 
 
 def check_local(cfg: ModelConfig) -> None:
@@ -53,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.models import build_tiny, count_parameters, load_model, write_pointer
     from tasks.tracking import stage_run
 
-    shutil.rmtree(out, ignore_errors=True)
+    try:  # the folder is emptied only once it is known to hold nothing but a previous base model
+        prepare_out_dir(out, MODEL_FILES, "model.out_dir", clear=True)
+    except UnsafePath as e:
+        print(f"base: {e}", file=sys.stderr)
+        return 2
     if cfg.name_or_path == "tiny":
         build_tiny(cfg, out)
         what = f"tiny Qwen2 ({count_parameters(load_model(out)):,} parameters)"

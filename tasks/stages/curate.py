@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         run.log_artifact(out / "card.md")
         run.log_artifact(out / "report.json")
         run.log_text("\n".join(r.render() for r in gate) + "\n", "validation.txt")
-        run.client.log_artifacts(run.run_id, str(docs_dir), "data_docs")
+        run.log_artifacts(docs_dir, "data_docs")
         run.log_input_files(list(paths.values()))
     shutil.rmtree(docs_dir, ignore_errors=True)
     log.info("wrote %s and %s", out, METRICS_FILE)
