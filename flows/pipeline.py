@@ -49,7 +49,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.config import TrackingConfig, load_params
 from tasks.tracking import PARENT_ENV, PREFECT_URL_ENV, end_run, start_parent
 
-STAGES = ("curate", "base", "sft", "grpo", "evaluate")
+STAGES = ("sources", "curate", "base", "sft", "grpo", "evaluate")  # sources: always runs (fingerprints data)
 TAIL_LINES = 40  # lines of stage output quoted in the error of a failed stage
 
 

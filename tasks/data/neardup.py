@@ -24,6 +24,7 @@ import re
 from collections import Counter
 
 _WORD = re.compile(r"\w+")
+CHUNK = 20_000
 SEED = 1  # fixed: the same rows give the same MinHashes, so the output is deterministic
 
 
@@ -53,36 +54,34 @@ def near_dup_filter(
     from rensa import RMinHash, RMinHashLSH
 
     lsh = RMinHashLSH(threshold, num_perm, bands_for(threshold, num_perm))
-    kept_rows: list[dict] = []  # key -> row, for the pair report
-    kept_hashes: list = []
+    kept_ids: list[str] = []  # LSH key -> row id, for the pair report
+    kept_hashes: list = []  # LSH key -> MinHash, to confirm a candidate by its estimated Jaccard
     out: dict[str, list[dict]] = {}
     removed: dict[str, Counter] = {s: Counter() for s in splits}
     pairs: list[dict] = []
     for split in ("eval", "sft", "rl"):
         rows = splits.get(split, [])
-        sh = [shingles(r["prompt"], shingle) for r in rows]
-        todo = [i for i, s in enumerate(sh) if len(s) + shingle - 1 >= min_words]
-        hashes = dict(zip(todo, RMinHash.from_token_sets([sh[i] for i in todo], num_perm, SEED)))
         out[split] = []
-        for i, row in enumerate(rows):
-            mh = hashes.get(i)
-            if mh is None:
+        # Chunks bound memory: a chunk's shingles and MinHashes exist only while it is processed.
+        for start in range(0, len(rows), CHUNK):
+            chunk = rows[start : start + CHUNK]
+            sh = [shingles(r["prompt"], shingle) for r in chunk]
+            todo = [i for i, s in enumerate(sh) if len(s) + shingle - 1 >= min_words]
+            hashes = dict(zip(todo, RMinHash.from_token_sets([sh[i] for i in todo], num_perm, SEED)))
+            del sh
+            for i, row in enumerate(chunk):
+                mh = hashes.get(i)
+                if mh is None:
+                    out[split].append(row)
+                    continue
+                best = max(((mh.jaccard(kept_hashes[k]), k) for k in lsh.query(mh)), default=(0.0, -1))
+                if best[0] >= threshold:
+                    removed[split][row["source"]] += 1
+                    pairs.append({"id": row["id"], "split": split, "kept_id": kept_ids[best[1]],
+                                  "jaccard": round(best[0], 3)})
+                    continue
+                lsh.insert(len(kept_ids), mh)
+                kept_ids.append(row["id"])
+                kept_hashes.append(mh)
                 out[split].append(row)
-                continue
-            best = max(((mh.jaccard(kept_hashes[k]), k) for k in lsh.query(mh)), default=(0.0, -1))
-            if best[0] >= threshold:
-                removed[split][row["source"]] += 1
-                pairs.append(
-                    {
-                        "id": row["id"],
-                        "split": split,
-                        "kept_id": kept_rows[best[1]]["id"],
-                        "jaccard": round(best[0], 3),
-                    }
-                )
-                continue
-            lsh.insert(len(kept_rows), mh)
-            kept_rows.append(row)
-            kept_hashes.append(mh)
-            out[split].append(row)
     return out, removed, pairs
