@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         t1 = time.perf_counter()
         columns = columns_of(splits)
         frames = {s: to_frame(splits[s], columns) for s in SPLITS}
-        gate = validate_splits(frames, cfg.limits, known_sources(cfg), str(docs_dir))
+        gate = validate_splits(frames, cfg.limits, known_sources(cfg), str(docs_dir) if cfg.data_docs else None)
     except (SourceError, DataValidationError) as e:
         print(str(e), file=sys.stderr)
         if any(docs_dir.rglob("*.html")):
@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         run.log_artifact(out / "card.md")
         run.log_artifact(out / "report.json")
         run.log_text("\n".join(r.render() for r in gate) + "\n", "validation.txt")
-        run.client.log_artifacts(run.run_id, str(docs_dir), "data_docs")
+        if cfg.data_docs:
+            run.client.log_artifacts(run.run_id, str(docs_dir), "data_docs")
         run.log_input_files(list(paths.values()))
     shutil.rmtree(docs_dir, ignore_errors=True)
     log.info("wrote %s and %s", out, METRICS_FILE)
