@@ -4,8 +4,9 @@ Choices:
 - Library: ``rensa``'s ``RMinHash`` / ``RMinHashLSH``. Measured on GSM8K-length questions (5-word
   shingles, 128 permutations, query + insert on one core) it does ~21,900 rows/s against
   ``datasketch``'s ~1,640; only rensa meets the curation throughput target (``make bench-curation``).
-- Shingles: runs of ``shingle`` words, words being lowercase ``\\w+`` runs (the same words the
-  n-gram decontamination uses), so case and punctuation do not hide a copy.
+- Shingles: runs of ``shingle`` words, words being lowercase ``\\w+`` runs of ``overlap_text`` (the
+  same words the n-gram decontamination uses, figure code left out), so case and punctuation do
+  not hide a copy.
 - Only prompts of at least ``min_words`` words take part: a short prompt ("47+85=") has one or no
   shingle, where MinHash says nothing useful; exact dedup already covers those. This is also why the
   synthetic suite's curated data is unchanged by this filter.
@@ -23,13 +24,15 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from tasks.data.clean import overlap_text
+
 _WORD = re.compile(r"\w+")
 CHUNK = 20_000
 SEED = 1  # fixed: the same rows give the same MinHashes, so the output is deterministic
 
 
 def shingles(text: str, n: int) -> list[str]:
-    words = _WORD.findall(text.lower())
+    words = _WORD.findall(overlap_text(text).lower())
     return list(map(" ".join, zip(*(words[i:] for i in range(n)))))
 
 
