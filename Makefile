@@ -28,7 +28,8 @@ run: setup
 	  R1FLOW_PARENT_RUN_ID=$$parent dvc repro; rc=$$?; \
 	  python -m tasks.tracking close $$parent $$rc; exit $$rc
 
-test: setup
+# The README's test command: the lint/format/type gate, then the whole suite.
+test: setup lint
 	pytest -q -p no:cacheprovider --timeout 900
 
 test-fast: setup
@@ -37,8 +38,11 @@ test-fast: setup
 test-gpu: setup
 	pytest -q -m gpu tests
 
+# Lint, formatting and types; any finding fails (CI runs it through `make test`).
 lint: setup
 	ruff check tasks flows tests benchmarks
+	ruff format --check tasks flows
+	mypy tasks flows
 
 bench-rewards: setup
 	python benchmarks/bench_rewards.py

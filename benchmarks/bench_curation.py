@@ -66,8 +66,8 @@ def make_rows(n: int, seed: int = 0) -> tuple[list[dict], list[str], dict[str, s
 
 
 def run_size(n: int) -> dict:
+    from tasks.config.curate import Benchmark, ColumnsSource, DecontamConfig, GateBounds, NearDupConfig
     from tasks.data.clean import clean_splits
-    from tasks.data.config import Benchmark, ColumnsSource, DecontamConfig, Limits, NearDupConfig
     from tasks.data.filters import benchmark_items, length_filter
     from tasks.data.sources import load_file_source
 
@@ -89,7 +89,7 @@ def run_size(n: int) -> dict:
     splits = load_file_source(spec, None, [])
     steps["load"] = time.perf_counter() - t0
     t = time.perf_counter()
-    splits = length_filter(splits, Limits(max_prompt_chars=4096), [])
+    splits = length_filter(splits, GateBounds(max_prompt_chars=4096), [])
     steps["length"] = time.perf_counter() - t
     items = list(benchmark_items(Benchmark(path=str(bench_file), name="bench")))
     out, report = clean_splits(splits, None, NearDupConfig(), DecontamConfig(), items, timings=steps)

@@ -262,6 +262,17 @@ def completion_logprobs(model, samples: Samples, with_entropy: bool = False):
     if not with_entropy:
         return logp
     with torch.no_grad():
-        # clamp: a -inf log-prob (a masked-out token) has p = 0 and must add 0, not NaN
-        entropy = -(logprobs.exp() * logprobs.clamp(min=-1e4)).sum(-1)
-    return logp, entropy
+        return logp, token_entropy(logprobs)
+
+
+def token_entropy(logprobs: torch.Tensor) -> torch.Tensor:
+    """Entropy of each position's next-token distribution: [B, T, V] log-probs (a log_softmax)
+    -> [B, T] nats, H = -sum_v p_v log p_v.
+
+    Tokens a log-prob of -inf forbids have p = 0 and contribute 0 (log p is clamped to the dtype's
+    most negative finite number, so 0 * -inf never appears). 16-bit inputs are upcast to float32:
+    in bfloat16 the sum over a large vocabulary would lose most of its digits.
+    """
+    if logprobs.dtype in (torch.float16, torch.bfloat16):
+        logprobs = logprobs.float()
+    return -(logprobs.exp() * logprobs.clamp(min=torch.finfo(logprobs.dtype).min)).sum(-1)

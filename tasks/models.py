@@ -24,7 +24,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config
 
-from tasks.config import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, ModelConfig
+from tasks.config.base import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
+from tasks.config.model import ModelConfig
 
 POINTER = "r1flow_source.json"
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]

@@ -2,7 +2,7 @@
 
 Stages run as separate processes (DVC starts them), so the parent run id travels by environment
 (``R1FLOW_PARENT_RUN_ID``), set by ``make run`` or the Prefect flow. A stage started without it
-(a bare ``dvc repro`` or ``python -m tasks.sft``) logs a top-level run instead, so nothing is lost.
+(a bare ``dvc repro`` or ``python -m tasks.stages.sft``) logs a top-level run instead, so nothing is lost.
 
 MLflow's "active run" is thread-local global state; this module never uses it. Every call goes
 through ``MlflowClient`` with an explicit run id, which is safe from threads, Prefect tasks and
@@ -187,6 +187,28 @@ def stage_run(cfg: TrackingConfig, stage: str, params: dict[str, Any] | None = N
         c.set_terminated(run.info.run_id, "FAILED")
         raise
     c.set_terminated(run.info.run_id, "FINISHED")
+
+
+class NullRun:
+    """What ranks other than 0 log to: nothing."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
+@contextmanager
+def rank_zero_run(cfg: TrackingConfig, stage: str, params: dict[str, Any]) -> Iterator[Any]:
+    """The stage's run on rank 0 of a training stage (tagged with the world size), a NullRun elsewhere."""
+    import torch.distributed as dist
+
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if rank > 0:
+        yield NullRun()
+        return
+    with stage_run(cfg, stage, params) as run:
+        if world > 1:
+            run.set_tags({"world_size": str(world)})
+        yield run
 
 
 def _cli(argv: list[str]) -> int:

@@ -104,7 +104,7 @@ def dataset_card(
     out = [
         "# Curated dataset",
         "",
-        f"Built by `python -m tasks.curate` with seed {cfg.seed}.",
+        f"Built by `python -m tasks.stages.curate` with seed {cfg.seed}.",
         "",
         *_sources(cfg, report),
     ]

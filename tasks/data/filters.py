@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from tasks.data.config import Benchmark, Limits
+from tasks.config.curate import Benchmark, GateBounds
 from tasks.data.io import Bad, SourceError, read_records
 
 BENCHMARK_FIELDS = ("problem", "question", "prompt", "text")
 
 
-def _char_reason(row: dict, limits: Limits) -> str | None:
+def _char_reason(row: dict, limits: GateBounds) -> str | None:
     n = len(row["prompt"])
     if n > limits.max_prompt_chars:
         return f"prompt too long ({n} chars > {limits.max_prompt_chars})"
@@ -43,7 +43,7 @@ def _tokenizer(name: str):
     return load_tokenizer(name)
 
 
-def length_filter(splits: dict[str, list[dict]], limits: Limits, drops: list[dict]) -> dict[str, list[dict]]:
+def length_filter(splits: dict[str, list[dict]], limits: GateBounds, drops: list[dict]) -> dict[str, list[dict]]:
     """Drop rows over the character (and, when set, token) limits; each drop is recorded."""
     tok = _tokenizer(limits.tokenizer) if (limits.max_prompt_tokens or limits.max_solution_tokens) else None
     out: dict[str, list[dict]] = {}
@@ -60,7 +60,7 @@ def length_filter(splits: dict[str, list[dict]], limits: Limits, drops: list[dic
     return out
 
 
-def _token_reasons(rows: list[dict], reasons: list[str | None], tok, limits: Limits) -> list[str | None]:
+def _token_reasons(rows: list[dict], reasons: list[str | None], tok, limits: GateBounds) -> list[str | None]:
     todo = [i for i, why in enumerate(reasons) if why is None]
     for key, cap in (("prompt", limits.max_prompt_tokens), ("solution", limits.max_solution_tokens)):
         if not cap:

@@ -27,7 +27,7 @@ import re
 import sys
 from pathlib import Path
 
-from tasks.data.config import Benchmark, CurateConfig, SyntheticSource
+from tasks.config.curate import Benchmark, CurateConfig, SyntheticSource
 from tasks.data.io import SourceError, check_local, is_hub
 
 _SHA = re.compile(r"[0-9a-f]{40}")

@@ -101,7 +101,7 @@ def load_gsm8k(
     eval_fraction: float = 0.05,
 ) -> tuple[dict[str, list[dict]], int]:
     """Read, normalise and split a GSM8K-format source; return ({split: rows}, n_bad)."""
-    from tasks.data.config import Gsm8kSource
+    from tasks.config.curate import Gsm8kSource
     from tasks.data.sources import load_file_source
 
     spec = Gsm8kSource(path=path, revision=revision, split=split, limit=limit,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from tasks.config import Limits
+from tasks.config.curate import GateBounds
 from tasks.data.sources import COLUMNS
 
 # The think block may span lines (GSM8K reasoning does); the answer is one non-empty tag-free run.
@@ -157,7 +157,7 @@ def _extra_expectations(columns: tuple[str, ...]) -> list:
 
 
 @lru_cache(maxsize=16)
-def build_suite(limits: Limits, known_sources: tuple[str, ...], sft: bool, columns: tuple[str, ...] = COLUMNS,
+def build_suite(limits: GateBounds, known_sources: tuple[str, ...], sft: bool, columns: tuple[str, ...] = COLUMNS,
                 name: str | None = None):
     """The expectation suite for one split kind; cached, since the same suite serves many calls."""
     _context()  # a suite needs an active context to exist
@@ -207,7 +207,7 @@ def _failure(result: Any) -> Failure:
     )
 
 
-def validate_split(df, split_name: str, limits: Limits, known_sources) -> ValidationReport:
+def validate_split(df, split_name: str, limits: GateBounds, known_sources) -> ValidationReport:
     """Run the suite on one split's dataframe; raise DataValidationError with a readable report."""
     report = check_split(df, split_name, limits, known_sources)
     if not report.success:
@@ -215,7 +215,7 @@ def validate_split(df, split_name: str, limits: Limits, known_sources) -> Valida
     return report
 
 
-def check_split(df, split_name: str, limits: Limits, known_sources, docs_dir: str | None = None) -> ValidationReport:
+def check_split(df, split_name: str, limits: GateBounds, known_sources, docs_dir: str | None = None) -> ValidationReport:
     """Like ``validate_split`` but return the report whatever the outcome (for multi-split gates).
 
     With ``docs_dir``, the same validation runs through a GX checkpoint that also renders Data Docs
@@ -234,7 +234,7 @@ def check_split(df, split_name: str, limits: Limits, known_sources, docs_dir: st
     return ValidationReport(split_name, len(df), len(result.results), failures)
 
 
-def validate_splits(frames: dict, limits: Limits, known_sources, docs_dir: str | None = None) -> list[ValidationReport]:
+def validate_splits(frames: dict, limits: GateBounds, known_sources, docs_dir: str | None = None) -> list[ValidationReport]:
     """Gate every split, then raise once with every failure, so one run shows all problems."""
     reports = [check_split(df, name, limits, known_sources, docs_dir) for name, df in frames.items()]
     if any(not r.success for r in reports):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tasks.data.config import VerifyConfig
+from tasks.config.curate import VerifyConfig
 
 MATH_REASON = "unverifiable gold (math-verify cannot parse or match the answer)"
 CODE_REASON = "reference fails its tests (in the sandbox)"

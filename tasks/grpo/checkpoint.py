@@ -6,7 +6,7 @@ samples its own completions from its own generator, so a resumed rank r gets ran
 history so far). It is written to ``.tmp-step-N`` and renamed, so a crash leaves either a whole
 checkpoint or none. The run key hashes the GRPO config and the input files, so a changed config,
 dataset or start model never resumes a stale run. The learning rate is a pure function of the
-step (``train.lr_at``), so no scheduler state is needed.
+step (``tasks.schedule.lr_at``), so no scheduler state is needed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tasks.config import GRPOConfig
+from tasks.config.grpo import GRPOConfig
 from tasks.tracking import md5
 
 CKPT_ROOT = Path("checkpoints/grpo")

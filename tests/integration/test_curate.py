@@ -1,4 +1,4 @@
-"""The curate stage end to end: ``python -m tasks.curate`` in a scratch directory, plus the GX gate."""
+"""The curate stage end to end: ``python -m tasks.stages.curate`` in a scratch directory, plus the GX gate."""
 
 import json
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.config import Limits
+from tasks.config import GateBounds
 from tasks.tracking import md5
 
 # The real GSM8K split lies in shared/ beside the checkout (as laid out for sessions and CI).
@@ -31,7 +31,7 @@ SYNTH = "    - {kind: synthetic, families: [add_2d, sub_2d, mul_2x2], sft_per_fa
 
 def start(cwd: Path, *args: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "R1FLOW_PARENT_RUN_ID"}
-    return subprocess.Popen([sys.executable, "-m", "tasks.curate", *args], cwd=cwd, env=env, text=True,
+    return subprocess.Popen([sys.executable, "-m", "tasks.stages.curate", *args], cwd=cwd, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -58,7 +58,7 @@ def mixed_runs(tmp_path_factory):
         (d / "params.yaml").write_text(params_text(d, SYNTH + gsm))
         dirs.append(d)
     proc = start(dirs[0])
-    from tasks.curate import main
+    from tasks.stages.curate import main
 
     cwd = os.getcwd()
     try:
@@ -185,9 +185,9 @@ def test_gate_passes_clean_splits():
     from tasks.data.validate import validate_split
 
     df = frame([GOOD, {**GOOD, "id": "a-2", "prompt": "12+4=", "answer": "16"}])
-    assert validate_split(df, "sft", Limits(), {"a"}).success
-    assert validate_split(frame([{**GOOD, "solution": None}]), "rl", Limits(), {"a"}).evaluated == 9
-    assert validate_split(frame([]), "eval", Limits(), {"a"}).success
+    assert validate_split(df, "sft", GateBounds(), {"a"}).success
+    assert validate_split(frame([{**GOOD, "solution": None}]), "rl", GateBounds(), {"a"}).evaluated == 9
+    assert validate_split(frame([]), "eval", GateBounds(), {"a"}).success
 
 
 def test_gate_reports_each_failed_expectation():
@@ -199,7 +199,7 @@ def test_gate_reports_each_failed_expectation():
         {**GOOD, "id": "a-3", "prompt": "1=", "answer": None, "solution": "no tags"},
     ]
     with pytest.raises(DataValidationError) as e:
-        validate_split(frame(rows), "sft", Limits(max_prompt_chars=10), {"a"})
+        validate_split(frame(rows), "sft", GateBounds(max_prompt_chars=10), {"a"})
     msg = str(e.value)
     assert "split 'sft' (3 rows): 5 of 11 expectations failed" in msg
     assert "expect_column_values_to_be_unique on column 'id': 2 of 3 rows; e.g. 'a-1', 'a-1'" in msg
@@ -209,7 +209,7 @@ def test_gate_reports_each_failed_expectation():
     assert "expect_column_values_to_match_regex on column 'solution': 1 of 3 rows; e.g. 'no tags'" in msg
     # the sft-only expectations do not apply to rl
     with pytest.raises(DataValidationError) as e:
-        validate_split(frame(rows), "rl", Limits(max_prompt_chars=10), {"a"})
+        validate_split(frame(rows), "rl", GateBounds(max_prompt_chars=10), {"a"})
     assert "4 of 9 expectations failed" in str(e.value) and "solution" not in str(e.value)
 
 
@@ -217,13 +217,13 @@ def test_gate_checks_the_schema():
     from tasks.data.validate import DataValidationError, validate_split
 
     with pytest.raises(DataValidationError, match="expect_table_columns_to_match_set"):
-        validate_split(frame([GOOD]).drop(columns=["difficulty"]), "eval", Limits(), {"a"})
+        validate_split(frame([GOOD]).drop(columns=["difficulty"]), "eval", GateBounds(), {"a"})
 
 
 def test_nothing_malformed_reaches_the_parquet_outputs(tmp_path):
     """Every kind of bad line in one file: the stage succeeds, each is dropped with its line, and the
     parquet files hold exactly the good rows."""
-    from tasks.curate import main
+    from tasks.stages.curate import main
 
     good = [json.dumps({"question": f"How many pens does shop {i} sell in a week?", "answer": f"Sum.\n#### {i}"})
             for i in range(30)]
@@ -253,7 +253,7 @@ def test_gate_writes_data_docs_naming_the_failed_expectation(tmp_path):
 
     rows = [GOOD, {**GOOD, "id": "a-2", "prompt": "1=", "source": "a"}]
     with pytest.raises(DataValidationError, match="expect_column_value_lengths_to_be_between on column 'prompt': 1 of 2"):
-        validate_splits({"eval": frame(rows)}, Limits(), {"a"}, str(tmp_path))
+        validate_splits({"eval": frame(rows)}, GateBounds(), {"a"}, str(tmp_path))
     (page,) = (tmp_path / "validations").rglob("*.html")
     html = page.read_text()
     assert "prompt" in html and "Failed" in html and (tmp_path / "index.html").is_file()
@@ -265,11 +265,11 @@ def test_gate_checks_code_tests_rewards_and_pass_rates():
     ok = {**GOOD, "tests": '[{"assert": "assert f(1) == 1"}]', "rewards": "code,format", "pass_rate": 0.5}
     cols = ["id", "source", "prompt", "answer", "difficulty", "solution", "tests", "rewards", "pass_rate"]
     good = pd.DataFrame([ok, {**ok, "id": "a-2", "tests": '[{"input": "1", "output": "2"}]'}], columns=cols)
-    assert validate_split(good, "rl", Limits(), {"a"}).success
+    assert validate_split(good, "rl", GateBounds(), {"a"}).success
     bad = pd.DataFrame([ok, {**ok, "id": "a-2", "tests": '[{"input": "1"}]', "rewards": "code,bogus", "pass_rate": 1.5}],
                        columns=cols)
     with pytest.raises(DataValidationError) as e:
-        validate_split(bad, "rl", Limits(), {"a"})
+        validate_split(bad, "rl", GateBounds(), {"a"})
     msg = str(e.value)
     assert "expect_column_values_to_match_json_schema on column 'tests': 1 of 2 rows" in msg
     assert "expect_column_values_to_match_regex on column 'rewards': 1 of 2 rows; e.g. 'code,bogus'" in msg

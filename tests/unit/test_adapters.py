@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tasks.config.curate import ColumnsSource, Gsm8kSource, MathSource, MbppSource, NuminaSource, StdioSource
 from tasks.data.adapters import adapt_math, adapt_mbpp, adapt_numina, adapt_stdio, last_boxed
-from tasks.data.config import ColumnsSource, Gsm8kSource, MathSource, MbppSource, NuminaSource, StdioSource
 from tasks.data.sources import load_file_source
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -154,7 +154,7 @@ def test_gsm8k_still_uses_its_adapter_with_name(tmp_path):
 
 
 def test_hub_revisions_resolve_offline_when_pinned_and_fail_clearly_otherwise(monkeypatch):
-    from tasks.data.config import CurateConfig
+    from tasks.config.curate import CurateConfig
     from tasks.data.fingerprint import fingerprint, resolve_revision
     from tasks.data.io import SourceError
 
@@ -174,7 +174,7 @@ def test_hub_revisions_resolve_offline_when_pinned_and_fail_clearly_otherwise(mo
 
 
 def test_fingerprint_of_local_files_and_dirs(tmp_path):
-    from tasks.data.config import CurateConfig
+    from tasks.config.curate import CurateConfig
     from tasks.data.fingerprint import fingerprint, resolved_revisions, write_fingerprint
 
     f = write_jsonl(tmp_path / "a.jsonl", [{"problem": "p", "solution": r"\boxed{1}"}])

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tasks.config import ConfigError, Params
-from tasks.data.config import ColumnsSource, CurateConfig, Gsm8kSource, MbppSource
+from tasks.config.curate import ColumnsSource, CurateConfig, Gsm8kSource, MbppSource
 from tasks.data.io import SourceError
 from tasks.data.sources import load_file_source
 
@@ -140,8 +140,8 @@ def test_csv_without_the_mapped_columns(tmp_path):
 
 @pytest.mark.slow
 def test_five_megabyte_prompt_is_dropped_and_counted_not_a_gate_failure(tmp_path):
-    from tasks.curate import build, columns_of, known_sources, to_frame
     from tasks.data.validate import validate_splits
+    from tasks.stages.curate import build, columns_of, known_sources, to_frame
 
     huge = json.dumps({"question": "x " * 2_500_000 + "?", "answer": "#### 1"})
     path = with_line(tmp_path, huge.encode())

@@ -96,7 +96,7 @@ def test_clean_splits_report():
 
 
 def test_benchmark_files_decontaminate_with_pairs_and_configurable_ngram():
-    from tasks.data.config import DecontamConfig
+    from tasks.config.curate import DecontamConfig
 
     splits = {
         "eval": [],
@@ -122,7 +122,7 @@ QUESTION = (
 
 
 def test_near_dup_within_and_across_splits_eval_wins():
-    from tasks.data.config import NearDupConfig
+    from tasks.config.curate import NearDupConfig
 
     near = QUESTION.replace("market", "farmers market")  # one word added: Jaccard ~0.9
     splits = {

@@ -4,7 +4,7 @@ executor, the difficulty column derived from them, and the band-pass filter."""
 import pytest
 
 from tasks.config import ModelConfig
-from tasks.data.config import DifficultyConfig
+from tasks.config.curate import DifficultyConfig
 from tasks.data.difficulty import apply_difficulty, difficulty_of, pass_rates
 
 

@@ -83,6 +83,6 @@ def test_stage_statuses_parse_dvc_output():
         "Stage 'curate' didn't change, skipping",
         "Stage 'base' is cached - skipping run, checking out outputs",
         "Running stage 'sft':",
-        "> python -m tasks.sft",
+        "> python -m tasks.stages.sft",
     ]
     assert stage_statuses(lines) == {"curate": "skipped", "base": "skipped", "sft": "ran"}

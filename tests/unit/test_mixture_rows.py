@@ -8,17 +8,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.data.config import CurateConfig, Gsm8kSource, MbppSource
+from tasks.config.curate import CurateConfig, Gsm8kSource, MbppSource
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 @pytest.mark.slow
 def test_mixture_rl_rows_carry_tests_and_rewards_to_the_trainer(tmp_path):
-    from tasks.curate import build, columns_of, write_parquet
     from tasks.grpo.train import ROW_COLUMNS
     from tasks.rewards import combine
     from tasks.rewards.executor import RewardExecutor
+    from tasks.stages.curate import build, columns_of, write_parquet
 
     assert (SHARED / "mbpp" / "mbpp.jsonl").is_file(), f"the real MBPP file is expected in {SHARED}"
     cfg = CurateConfig(

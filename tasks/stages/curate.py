@@ -1,6 +1,6 @@
 """The curate stage: sources -> clean splits -> data gate -> ``data/curated/{sft,rl,eval}.parquet``.
 
-    python -m tasks.curate [--params params.yaml] [-S curate.seed=1 ...]
+    python -m tasks.stages.curate [--params params.yaml] [-S curate.seed=1 ...]
 
 Order of work, and why:
 1. Validate the whole params file (a ConfigError exits 2 before anything runs or is written).
@@ -36,7 +36,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tasks.config import CurateConfig, SyntheticSource, stage_cli
+from tasks.config import stage_cli
+from tasks.config.curate import CurateConfig, SyntheticSource
 from tasks.data.card import dataset_card
 from tasks.data.clean import clean_splits, source_counts
 from tasks.data.difficulty import apply_difficulty
@@ -47,7 +48,7 @@ from tasks.data.sources import COLUMNS, EXTRA_COLUMNS, MATH_REWARDS, SPLITS, loa
 from tasks.data.validate import DataValidationError, validate_splits
 from tasks.data.verify import verify_rows
 
-log = logging.getLogger("tasks.curate")
+log = logging.getLogger("tasks.stages.curate")
 
 METRICS_FILE = Path("metrics/curate.json")
 

@@ -1,8 +1,4 @@
-"""Typed configuration of the curate stage (the ``curate`` section of ``params.yaml``).
-
-``tasks/config.py`` re-exports these classes into ``Params``; they live here so the data code and
-its settings change together. This module imports nothing from ``tasks`` (``tasks.config`` imports
-it), so it defines its own strict base with the same rules: unknown keys are errors, values frozen.
+"""``curate``: where the rows come from, how they are cleaned, and the bounds the data gate enforces.
 
 Sources are a list; each entry's ``kind`` names its adapter (``tasks/data/adapters.py``). A file
 source's ``path`` is a local ``.jsonl`` / ``.parquet`` / ``.csv`` file, a local dataset directory, or
@@ -12,25 +8,26 @@ a hub dataset id; a hub ``revision`` is resolved to a commit sha by the ``source
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from tasks.config.base import Strict
 
 # Families of the synthetic suite, easiest first (see tasks/data/synthetic.py).
-SYNTHETIC_FAMILIES = ("add_1d", "add_2d", "sub_2d", "add_3d", "mul_1x2", "mul_2x2", "add_4d")
+SyntheticFamily = Literal["add_1d", "add_2d", "sub_2d", "add_3d", "mul_1x2", "mul_2x2", "add_4d"]
+SYNTHETIC_FAMILIES: tuple[str, ...] = get_args(SyntheticFamily)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _default_families() -> list[SyntheticFamily]:
+    return ["add_2d", "sub_2d", "add_3d", "mul_1x2", "add_4d", "mul_2x2"]
 
 
-class SyntheticSource(_Strict):
+class SyntheticSource(Strict):
     """Seeded arithmetic problems with a column-wise worked solution."""
 
     kind: Literal["synthetic"] = "synthetic"
-    families: list[Literal[SYNTHETIC_FAMILIES]] = Field(
-        default_factory=lambda: ["add_2d", "sub_2d", "add_3d", "mul_1x2", "add_4d", "mul_2x2"], min_length=1
-    )
+    families: list[SyntheticFamily] = Field(default_factory=_default_families, min_length=1)
     sft_per_family: int = Field(60, ge=0, description="worked traces per family (the scarce cold start)")
     rl_per_family: int = Field(2000, ge=0, description="answer-only prompts per family for RL")
     eval_per_family: int = Field(100, ge=1, description="held-out prompts per family")
@@ -39,7 +36,7 @@ class SyntheticSource(_Strict):
         return set(self.families)
 
 
-class FileSource(_Strict):
+class FileSource(Strict):
     """What every file/hub source shares: where the rows are, how many, and how they split."""
 
     name: str | None = Field(None, min_length=1, description="the rows' `source` label (default: the kind)")
@@ -102,7 +99,7 @@ class StdioSource(FileSource):
     eval_fraction: float = Field(0.0, ge=0, le=1)
 
 
-class ColumnMap(_Strict):
+class ColumnMap(Strict):
     """Which field of a record holds each part of a row (None: the record has none)."""
 
     prompt: str
@@ -135,7 +132,7 @@ Source = Annotated[
 SOURCE_KINDS = ("synthetic", "gsm8k", "math", "numina", "mbpp", "stdio", "columns")
 
 
-class Limits(_Strict):
+class GateBounds(Strict):
     """Row bounds. Rows outside them are dropped and counted before the gate, which re-checks them."""
 
     min_prompt_chars: int = Field(3, ge=1)
@@ -154,7 +151,7 @@ class Limits(_Strict):
         return self
 
 
-class NearDupConfig(_Strict):
+class NearDupConfig(Strict):
     """MinHash LSH near-duplicate removal (tasks/data/neardup.py)."""
 
     enabled: bool = True
@@ -164,7 +161,7 @@ class NearDupConfig(_Strict):
     min_words: int = Field(8, ge=1, description="shorter prompts are left to exact dedup")
 
 
-class Benchmark(_Strict):
+class Benchmark(Strict):
     """A benchmark file to keep out of training (its prompts never enter sft/rl)."""
 
     path: str
@@ -172,13 +169,13 @@ class Benchmark(_Strict):
     name: str | None = None
 
 
-class DecontamConfig(_Strict):
+class DecontamConfig(Strict):
     ngram: int = Field(13, ge=3, description="word n-gram length")
     min_chars: int = Field(50, ge=1, description="shorter prompts are compared by exact match only")
     benchmarks: list[Benchmark] = Field(default_factory=list)
 
 
-class VerifyConfig(_Strict):
+class VerifyConfig(Strict):
     """Drop rows whose gold cannot be checked (tasks/data/verify.py)."""
 
     math: bool = Field(True, description="gold answers of real math sources must parse with math-verify")
@@ -189,7 +186,7 @@ class VerifyConfig(_Strict):
     timeout_s: float = Field(10.0, gt=0)
 
 
-class DifficultyConfig(_Strict):
+class DifficultyConfig(Strict):
     """Pass-rate estimation under a model (tasks/data/difficulty.py); off by default."""
 
     enabled: bool = False
@@ -213,10 +210,14 @@ class DifficultyConfig(_Strict):
         return self
 
 
-class CurateConfig(_Strict):
+def _default_sources() -> list[Source]:
+    return [SyntheticSource()]
+
+
+class CurateConfig(Strict):
     seed: int = 0
-    sources: list[Source] = Field(default_factory=lambda: [SyntheticSource()], min_length=1)
-    limits: Limits = Limits()
+    sources: list[Source] = Field(default_factory=_default_sources, min_length=1)
+    limits: GateBounds = GateBounds()
     near_dup: NearDupConfig = NearDupConfig()
     decontam: DecontamConfig = DecontamConfig()
     verify: VerifyConfig = VerifyConfig()

@@ -1,4 +1,4 @@
-"""Cold-start supervised fine-tuning on worked solutions (`python -m tasks.sft`).
+"""Cold-start supervised fine-tuning on worked solutions (`python -m tasks.stages.sft`).
 
 Choices, following R1's cold start: a *small* set of worked traces teaches the output format and
 the first steps of the algorithm; reinforcement learning on answer-only prompts does the rest.
@@ -6,8 +6,9 @@ the first steps of the algorithm; reinforcement learning on answer-only prompts 
 - Each example is ``render_prompt(prompt) + solution + EOS``; the loss is next-token cross-entropy
   on the completion tokens only (prompt tokens are labelled -100), averaged over completion tokens
   in the batch.
-- Batches are drawn by a seeded permutation per epoch, right-padded; AdamW with linear warmup then
-  cosine decay to 10% of the peak rate; gradient-norm clipping.
+- Batches are drawn by a seeded permutation per epoch, right-padded; AdamW; the learning rate is
+  ``tasks.schedule.lr_at`` (the same schedule fields as GRPO; SFT's default: linear warmup, then
+  cosine decay to 10% of the peak); gradient-norm clipping.
 - The stage is defined by a step count, not a time budget, so a rerun reproduces it.
 - ``sft.scale.num_processes > 1`` relaunches under torchrun/deepspeed (tasks/distributed.py).
   Every rank draws the same global batch and trains on its contiguous slice; the loss is the
@@ -22,7 +23,6 @@ MLflow stage run with per-step loss, learning rate and tokens/s.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -32,9 +32,12 @@ import torch
 from tqdm.auto import tqdm
 
 from tasks import distributed
-from tasks.config import SFTConfig, stage_cli
+from tasks.config import Params, stage_cli
+from tasks.config.sft import SFTConfig
 from tasks.lora import add_adapters, trainable
 from tasks.models import count_parameters, load_model, load_tokenizer, render_prompt
+from tasks.schedule import lr_at
+from tasks.tracking import rank_zero_run
 
 
 def encode_example(tokenizer, prompt: str, completion: str, max_length: int) -> tuple[list[int], list[int]]:
@@ -54,14 +57,6 @@ def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, 
     for i, (x, y) in enumerate(batch):
         ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(y), 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-
-def lr_at(step: int, cfg_lr: float, warmup: int, total: int) -> float:
-    """Linear warmup to the peak, then cosine decay to 10% of it."""
-    if step < warmup:
-        return cfg_lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return cfg_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def sft_loss(model, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
@@ -104,7 +99,7 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SF
         if world > 1:  # the same global batch on every rank (same generator); this rank's slice
             idx = distributed.shard(idx, rank, world)
         batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], tokenizer.pad_token_id).items()}
-        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
+        lr = lr_at(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
         if world == 1:
@@ -131,22 +126,13 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SF
     return history
 
 
-def main(argv: list[str] | None = None) -> int:
-    args, params = stage_cli(__doc__, argv, {"data": "data/curated/sft.parquet", "model": "models/base"})
+def build(params: Params, model_dir: str, df: pd.DataFrame):
+    """``(model, peft_model or None, replica, optimiser, tokenizer, examples)`` on this rank."""
     cfg = params.sft
-    if (code := distributed.maybe_relaunch("tasks.sft", argv, cfg.scale)) is not None:
-        return code
-    df = pd.read_parquet(args.data)
-    if df.empty or df["solution"].isna().any():
-        print(f"{args.data}: SFT needs rows with a worked solution; found {df['solution'].isna().sum()} without", file=sys.stderr)
-        return 1
-    if cfg.batch_size < cfg.scale.num_processes:
-        print(f"sft.batch_size ({cfg.batch_size}) < sft.scale.num_processes: a process would get no rows", file=sys.stderr)
-        return 2
     rank, world, device = distributed.init(cfg.scale)
     torch.manual_seed(cfg.seed)
-    tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model).to(device)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir).to(device)
     peft_model = add_adapters(model, cfg.lora) if cfg.lora.enabled else None
     policy = peft_model.get_base_model() if peft_model is not None else model  # adapters live inside it
     opt = torch.optim.AdamW(trainable(policy), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -154,24 +140,42 @@ def main(argv: list[str] | None = None) -> int:
     examples = [encode_example(tokenizer, p, s, cfg.max_length) for p, s in zip(df["prompt"], df["solution"])]
     if world > 1:
         print(f"sft: rank {rank} of world size {world} on {device}", flush=True)
+    return model, peft_model, replica, opt, tokenizer, examples
 
-    with distributed.tracking(params.tracking, "sft", cfg.model_dump()) as run:
+
+def write_outputs(summary: dict, history: list[dict]) -> None:
+    """``metrics/sft.json`` and ``plots/sft_loss.csv`` (rank 0)."""
+    Path("metrics").mkdir(exist_ok=True)
+    Path("plots").mkdir(exist_ok=True)
+    Path("metrics/sft.json").write_text(json.dumps(summary, indent=2) + "\n")
+    pd.DataFrame(history)[["step", "loss", "lr"]].to_csv("plots/sft_loss.csv", index=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, params = stage_cli(__doc__, argv, {"data": "data/curated/sft.parquet", "model": "models/base"})
+    cfg = params.sft
+    if (code := distributed.maybe_relaunch("tasks.stages.sft", argv, cfg.scale)) is not None:
+        return code
+    df = pd.read_parquet(args.data)
+    if df.empty or df["solution"].isna().any():
+        print(f"{args.data}: SFT needs rows with a worked solution; found {df['solution'].isna().sum()} without", file=sys.stderr)
+        return 1
+    model, peft_model, replica, opt, tokenizer, examples = build(params, args.model, df)
+    with rank_zero_run(params.tracking, "sft", cfg.model_dump()) as run:
         run.log_input_files([args.data])
         run.log_metrics({"n_examples": len(examples), "n_parameters": count_parameters(model),
-                         "n_trainable_parameters": sum(p.numel() for p in trainable(policy))})
+                         "n_trainable_parameters": sum(p.numel() for p in trainable(replica))})
         t0 = time.perf_counter()
         history = train(replica, tokenizer, examples, cfg, log=run.log_metrics, opt=opt)
         wall = time.perf_counter() - t0
         distributed.save_pretrained(replica, tokenizer, cfg.out_dir, peft_model)
         summary = {"final_loss": history[-1]["loss"], "steps": cfg.steps, "examples": len(examples), "wall_s": round(wall, 1)}
         run.log_metrics({"wall_s": wall})
+    rank = distributed.rank()
     distributed.shutdown()
     if rank > 0:
         return 0
-    Path("metrics").mkdir(exist_ok=True)
-    Path("plots").mkdir(exist_ok=True)
-    Path("metrics/sft.json").write_text(json.dumps(summary, indent=2) + "\n")
-    pd.DataFrame(history)[["step", "loss", "lr"]].to_csv("plots/sft_loss.csv", index=False)
+    write_outputs(summary, history)
     print(f"sft: {cfg.steps} steps on {len(examples)} traces in {wall:.1f}s, final loss {summary['final_loss']:.3f}")
     return 0
 

@@ -1,4 +1,4 @@
-"""The base model stage (`python -m tasks.base`): materialise ``models/base``.
+"""The base model stage (`python -m tasks.stages.base`): materialise ``models/base``.
 
 ``model.name_or_path: tiny`` builds the embedded default (a Qwen2 config + character tokenizer,
 seeded) and saves it with ``save_pretrained``. Any other value is a hub id or a local path: a
