@@ -223,6 +223,7 @@ class CurateConfig(Strict):
     decontam: DecontamConfig = DecontamConfig()
     verify: VerifyConfig = VerifyConfig()
     difficulty: DifficultyConfig = DifficultyConfig()
+    data_docs: bool = Field(True, description="render GX Data Docs (HTML) of the gate, logged to MLflow")
     fingerprint: str = Field("data/sources.json", description="written by the `sources` stage")
     out_dir: OutDir = "data/curated"
 

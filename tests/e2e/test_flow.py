@@ -180,9 +180,7 @@ def test_full_pipeline_through_the_flow(tiny_project: Path, sh, subprocess_env):
 
     uri = yaml.safe_load((repo / "params.yaml").read_text())["tracking"]["uri"]
     stage_runs = [r for r in _runs(uri) if r.data.tags.get("r1flow.kind") == "stage"]
-    assert sorted(r.data.tags["r1flow.stage"] for r in stage_runs) == sorted(
-        set(STAGES) - {"sources"}
-    )  # a fingerprint
+    assert sorted(r.data.tags["r1flow.stage"] for r in stage_runs) == sorted(set(STAGES) - {"sources"})
     assert {r.data.tags.get("mlflow.parentRunId") for r in stage_runs} == {out["parent_run_id"]}
 
     # the curriculum PNG reaches the person in the Prefect UI, inlined so it renders offline
@@ -196,7 +194,7 @@ def test_full_pipeline_through_the_flow(tiny_project: Path, sh, subprocess_env):
     png = base64.b64encode((repo / "plots/curriculum.png").read_bytes()).decode()
     assert f"data:image/png;base64,{png}" in art.data
 
-    # `sources` always runs (it fingerprints the data files); with nothing changed, every other stage skips
+    # the data fingerprint always runs; its unchanged bytes skip everything after it
     assert post_training(repo=str(repo))["stages"] == {**dict.fromkeys(STAGES, "skipped"), "sources": "ran"}
 
     # Plain `dvc repro` in a second copy records the same curate stage: data is deterministic.
