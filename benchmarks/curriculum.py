@@ -57,23 +57,6 @@ def heldout_rows(path: str, per_source: int) -> list[dict]:
     return df.groupby("source", sort=True).head(per_source)[["id", "source", "prompt", "answer"]].to_dict("records")
 
 
-def heldout_accuracy(model, tokenizer, rows: list[dict], executor, max_new_tokens: int) -> tuple[float, dict[str, float]]:
-    """Greedy accuracy, mean over sources. Takes no sampler: evaluation cannot touch the curriculum."""
-    from tasks.generation import sample
-    from tasks.models import render_prompt
-
-    prompts = [render_prompt(tokenizer, r["prompt"]) for r in rows]
-    texts = []
-    for i in range(0, len(prompts), 128):
-        texts += sample(model, tokenizer, prompts[i : i + 128], 1, max_new_tokens, greedy=True).texts
-    scored = executor.score(texts, rows, ["accuracy"])
-    by: dict[str, list[float]] = {}
-    for r, a in zip(rows, scored.per_reward["accuracy"]):
-        by.setdefault(r["source"], []).append(a or 0.0)
-    per = {s: sum(v) / len(v) for s, v in sorted(by.items())}
-    return sum(per.values()) / len(per), per
-
-
 def one_run(job: dict) -> dict:
     """A GRPO run with one sampler and seed, evaluated every ``eval_every`` steps."""
     import torch
@@ -81,9 +64,11 @@ def one_run(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     from tasks.config import load_params
     from tasks.grpo.sampler import build_sampler
-    from tasks.grpo.train import ROW_COLUMNS, train_step
+    from tasks.grpo.train import train_step
     from tasks.models import load_model, load_tokenizer
     from tasks.rewards.executor import RewardExecutor
+    from tasks.stages.evaluate import heldout_accuracy
+    from tasks.stages.grpo import ROW_COLUMNS
 
     params = load_params(job["params"], [f"grpo.sampler={job['sampler']}", f"grpo.seed={job['seed']}",
                                          f"grpo.steps={job['steps']}", *job["overrides"]])

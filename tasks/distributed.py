@@ -4,7 +4,7 @@ Choices:
 
 - A stage whose ``<stage>.scale.num_processes`` is above 1 re-runs itself under a launcher
   (:func:`maybe_relaunch`): ``torchrun --standalone`` (ships with torch, gloo on CPU) or the
-  ``deepspeed`` launcher, with the same command line. ``python -m tasks.sft`` and ``dvc repro``
+  ``deepspeed`` launcher, with the same command line. ``python -m tasks.stages.sft`` and ``dvc repro``
   therefore need no change. A process that already runs under a launcher (``WORLD_SIZE`` and
   ``LOCAL_RANK`` set) never relaunches.
 - Backend gloo on CPU, nccl on CUDA (rank r on ``cuda:LOCAL_RANK``). With one process and no
@@ -23,30 +23,27 @@ Choices:
   SFT divides its token sum by the global token count (times world), which is exact for any
   split. GRPO needs ``prompts_per_step`` divisible by the world size, and equal row counts make
   ``grpo``/``dr_grpo`` exact; ``dapo`` and ``bnpo`` become the mean of per-rank token means.
-- GRPO prompts (:class:`ShardedSampler`): every rank draws the same global batch (same seed, same
-  calls) and keeps its slice; the sampler is updated with every rank's statistics (gathered), so
-  the curriculum state stays identical on all ranks.
-- Only rank 0 writes files, opens the MLflow run (:func:`tracking`) and saves models.
+- GRPO's prompt sharding lives with GRPO (``tasks/grpo/sharding.py``) and the rank-0-only MLflow
+  run with tracking (``tasks.tracking.rank_zero_run``): an edit there re-runs GRPO, not SFT.
+- Only rank 0 writes files, opens the MLflow run and saves models (:func:`save_pretrained`).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from tasks.config import ScaleConfig, TrackingConfig
+from tasks.config.training import ScaleConfig
 
 
 # ----------------------------------------------------------------------------- launch
@@ -135,26 +132,7 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def mean_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """Each key averaged over the ranks that reported it (per-source keys differ between ranks)."""
-    if world_size() == 1:
-        return metrics
-    per_rank = gather_objects(metrics)
-    keys = dict.fromkeys(k for m in per_rank for k in m)
-    return {k: sum(m[k] for m in per_rank if k in m) / sum(k in m for m in per_rank) for k in keys}
 
-
-def digest(state: Any) -> str:
-    """A short fingerprint of JSON-able state (a sampler's), to compare ranks in the logs."""
-    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def weights_digest(model) -> str:
-    """A short fingerprint of a model's parameters (identical on every rank of a replica)."""
-    h = hashlib.sha256()
-    for p in unwrap(model).parameters():
-        h.update(p.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def shard(items: list, r: int, world: int) -> list:
@@ -283,49 +261,3 @@ def save_pretrained(model, tokenizer, out_dir: str | Path, peft_model=None) -> N
             (merged(peft_model) if peft_model is not None else module).save_pretrained(out_dir)
             tokenizer.save_pretrained(out_dir)
     barrier()
-
-
-# ----------------------------------------------------------------------------- GRPO prompts
-class ShardedSampler:
-    """A prompt sampler seen through one rank: the same global draw everywhere, this rank's slice."""
-
-    def __init__(self, sampler, r: int, world: int):
-        self.sampler, self.r, self.world = sampler, r, world
-
-    def sample(self, k: int) -> list[int]:
-        if k % self.world:
-            raise ValueError(f"cannot split {k} prompts evenly over {self.world} processes")
-        return shard(self.sampler.sample(k), self.r, self.world)
-
-    def update(self, stats: dict[str, Any]) -> None:
-        """Concatenate every rank's per-prompt statistics in rank order: the global batch's."""
-        merged: dict[str, list] = {}
-        for part in gather_objects(stats):
-            for key, values in part.items():
-                merged.setdefault(key, []).extend(values)
-        self.sampler.update(merged)
-
-    def __getattr__(self, name: str):  # probabilities, arm_stats, state_dict, load_state_dict
-        return getattr(self.sampler, name)
-
-
-# ----------------------------------------------------------------------------- tracking
-class NullRun:
-    """What ranks other than 0 log to: nothing."""
-
-    def __getattr__(self, name: str):
-        return lambda *args, **kwargs: None
-
-
-@contextmanager
-def tracking(cfg: TrackingConfig, stage: str, params: dict[str, Any]) -> Iterator[Any]:
-    """The stage's MLflow run on rank 0, a :class:`NullRun` elsewhere."""
-    if not is_main():
-        yield NullRun()
-        return
-    from tasks.tracking import stage_run
-
-    with stage_run(cfg, stage, params) as run:
-        if world_size() > 1:
-            run.set_tags({"world_size": world_size()})
-        yield run

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from tasks.config import LoraConfig
+from tasks.config.training import LoraConfig
 
 
 def add_adapters(model, cfg: LoraConfig):

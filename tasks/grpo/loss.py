@@ -37,8 +37,8 @@ Choices, and why:
   completion's length nor the batch's token count rescales the gradient.
 - bnpo vs dapo: both are token means, and they are identical with one micro-batch. Under gradient
   accumulation bnpo normalises each micro-batch by its own token count (the caller then averages
-  the micro-batch losses, dividing by grad_accum), so tokens of a micro-batch with few tokens weigh
-  more; dapo divides by the step's global token count N (``num_items_in_batch``, summed over every
+  the micro-batch losses, dividing by the number of micro-batches, which under dynamic sampling
+  can differ from grad_accum), so tokens of a micro-batch with few tokens weigh more; dapo divides by the step's global token count N (``num_items_in_batch``, summed over every
   micro-batch before the first backward), so the micro-batch losses are *summed* (no division by
   grad_accum) and equal the token mean of the whole step. grpo and dr_grpo, like bnpo, return
   micro-batch means that the caller averages.
@@ -93,25 +93,14 @@ def group_advantages(
 
 
 # ----------------------------------------------------------------------------- per-token pieces
-def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """Per-token unbiased, always non-negative KL estimate (Schulman's k3)."""
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token unbiased, always non-negative KL estimate (Schulman's k3): exp(d) - d - 1 with
+    d = ref_logp - logp. Slots outside ``valid`` get d = 0 (so KL 0) *before* the exp: padding
+    garbage never becomes inf, and never inf * 0 = NaN in the gradient."""
     d = ref_logp - logp
+    if valid is not None:
+        d = d.masked_fill(~valid, 0.0)
     return torch.exp(d) - d - 1
-
-
-def token_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of each position's next-token distribution: [B, T, V] logits -> [B, T] nats.
-
-    H = -sum_v p_v log p_v with log p from log_softmax (no exp overflow for large logits).
-    Tokens a logit of -inf forbids have p = 0 and contribute 0 (log p is clamped to the dtype's
-    most negative finite number so that 0 * -inf never appears). 16-bit logits are upcast to
-    float32: in bfloat16 the sum over a large vocabulary would lose most of its digits.
-    """
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    logp = torch.log_softmax(logits, dim=-1)
-    logp = logp.clamp(min=torch.finfo(logp.dtype).min)
-    return -(logp.exp() * logp).sum(-1)
 
 
 def _importance_ratio(
@@ -175,52 +164,58 @@ def policy_loss(
         raise ValueError(f"need 0 < epsilon < 1 and epsilon_high > 0, got {eps_low} and {eps_high}")
 
     valid = mask != 0
-    m = valid.to(logp.dtype)
     log_ratio = (logp - old_logp.detach()).masked_fill(~valid, 0.0)
     ratio = _importance_ratio(log_ratio, logp, valid, importance_sampling_level)
     adv = advantages.to(logp.dtype)[:, None]
-    unclipped = ratio * adv
-    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv
-    per_token = -torch.min(unclipped, clipped)
-    kl = None
-    if ref_logp is not None:
-        d = (ref_logp.detach() - logp).masked_fill(~valid, 0.0)
-        kl = torch.exp(d) - d - 1  # k3_kl, on the masked difference
-        if beta > 0:
-            per_token = per_token + beta * kl
+    # the clipped surrogate: l = -min(w A, clip(w, 1 - eps, 1 + eps_high) A), plus beta * k3
+    per_token = -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv)
+    kl = k3_kl(logp, ref_logp.detach(), valid) if ref_logp is not None else None
+    if beta > 0 and kl is not None:  # beta > 0 without ref_logp was refused above
+        per_token = per_token + beta * kl
+    loss = aggregate(per_token, valid, loss_type, max_completion_length, num_items_in_batch)
+    return loss, _token_stats(ratio, adv, valid, kl, eps_low, eps_high)
 
+
+def aggregate(
+    per_token: torch.Tensor, valid: torch.Tensor, loss_type: str, max_completion_length: int | None = None,
+    num_items_in_batch: float | None = None,
+) -> torch.Tensor:
+    """The ``loss_type`` aggregation of per-token losses over the valid slots (module docstring)."""
+    m = valid.to(per_token.dtype)
     total = (per_token * m).sum()
     n_valid = m.sum()
     if loss_type == "grpo":
-        loss = ((per_token * m).sum(1) / m.sum(1).clamp(min=1)).mean()
-    elif loss_type == "bnpo":
-        loss = total / n_valid.clamp(min=1)
-    elif loss_type == "dr_grpo":
+        return ((per_token * m).sum(1) / m.sum(1).clamp(min=1)).mean()
+    if loss_type == "bnpo":
+        return total / n_valid.clamp(min=1)
+    if loss_type == "dr_grpo":
         if max_completion_length is None or max_completion_length < 1:
             raise ValueError(
                 f"loss_type='dr_grpo' needs max_completion_length >= 1, got {max_completion_length!r}"
             )
-        if logp.shape[1] > max_completion_length:
+        if per_token.shape[1] > max_completion_length:
             raise ValueError(
-                f"max_completion_length={max_completion_length} is shorter than the {logp.shape[1]} token slots"
-                " of logp: it must be the generation limit (max_new_tokens)"
+                f"max_completion_length={max_completion_length} is shorter than the {per_token.shape[1]} token"
+                " slots of logp: it must be the generation limit (max_new_tokens)"
             )
-        loss = total / (logp.shape[0] * max_completion_length)
-    else:  # dapo
-        if num_items_in_batch is not None and num_items_in_batch < 0:
-            raise ValueError(f"num_items_in_batch must be >= 0, got {num_items_in_batch}")
-        n = n_valid.clamp(min=1) if num_items_in_batch is None else max(float(num_items_in_batch), 1.0)
-        loss = total / n
+        return total / (per_token.shape[0] * max_completion_length)
+    if num_items_in_batch is not None and num_items_in_batch < 0:  # dapo
+        raise ValueError(f"num_items_in_batch must be >= 0, got {num_items_in_batch}")
+    n = n_valid.clamp(min=1) if num_items_in_batch is None else max(float(num_items_in_batch), 1.0)
+    return total / n
 
-    with torch.no_grad():
-        n_tok = n_valid.clamp(min=1)
-        low = ((ratio < 1 - eps_low) & (adv < 0) & valid).sum() / n_tok
-        high = ((ratio > 1 + eps_high) & (adv > 0) & valid).sum() / n_tok
-        stats = {
-            "kl": float((kl * m).sum() / n_tok) if kl is not None else 0.0,
-            "clip_frac": float(low + high),
-            "clip_frac_low": float(low),
-            "clip_frac_high": float(high),
-            "ratio_mean": float((ratio * m).sum() / n_tok),
-        }
-    return loss, stats
+
+@torch.no_grad()
+def _token_stats(ratio, adv, valid, kl, eps_low: float, eps_high: float) -> dict[str, float]:
+    """Means over valid tokens: kl, ratio, and the clip fractions (tokens whose gradient the clip cuts)."""
+    m = valid.to(ratio.dtype)
+    n_tok = m.sum().clamp(min=1)
+    low = ((ratio < 1 - eps_low) & (adv < 0) & valid).sum() / n_tok
+    high = ((ratio > 1 + eps_high) & (adv > 0) & valid).sum() / n_tok
+    return {
+        "kl": float((kl * m).sum() / n_tok) if kl is not None else 0.0,
+        "clip_frac": float(low + high),
+        "clip_frac_low": float(low),
+        "clip_frac_high": float(high),
+        "ratio_mean": float((ratio * m).sum() / n_tok),
+    }

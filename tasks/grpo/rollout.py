@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tasks.config import GRPOConfig
-from tasks.generation import Samples, sample
+from tasks.config.grpo import GRPOConfig
+from tasks.config.model import ModelConfig
+from tasks.generation import Samples, sample, stop_conditions
 from tasks.grpo.loss import group_advantages
 from tasks.models import render_prompt
-from tasks.rewards import combine
+from tasks.rewards import applicable_mean, combine, zero_if_none
 
 
 @dataclass
@@ -63,25 +64,28 @@ class Rollout:
         )
 
     def prompt_stats(self) -> dict:
-        """Per-prompt statistics for the curriculum sampler (see tasks/grpo/sampler.py)."""
-        g = self.group_size
-        acc = [0.0 if a is None else a for a in self.per_reward.get("accuracy", [0.0] * len(self.rewards))]
-        acc_t = torch.tensor(acc, dtype=torch.float32).view(-1, g)
-        adv = self.advantages.view(-1, g)
-        return {
-            "rows": self.rows,
-            "accuracy": acc_t.mean(1).tolist(),
-            "mean_abs_adv": adv.abs().mean(1).tolist(),
-            "advantages": self.advantages.tolist(),
-            "rewards": self.rewards.tolist(),
-        }
+        """Per-prompt statistics for the curriculum sampler: exactly the keys samplers read
+        (``rows``, group mean ``accuracy``, ``advantages``; see tasks/grpo/sampler.py)."""
+        acc = torch.tensor(self.accuracy(), dtype=torch.float32).view(-1, self.group_size)
+        return {"rows": self.rows, "accuracy": acc.mean(1).tolist(), "advantages": self.advantages.tolist()}
+
+    def accuracy(self) -> list[float]:
+        """Each completion's accuracy reward (0 where it does not apply or is not configured)."""
+        return zero_if_none(self.per_reward.get("accuracy", [None] * len(self.rewards)))
 
 
-def generate_and_score(model, tokenizer, rows: list[dict], cfg: GRPOConfig, executor, gen) -> Rollout:
-    """Sample ``group_size`` completions per row, score them, and compute group advantages."""
+def generate_and_score(
+    model, tokenizer, rows: list[dict], cfg: GRPOConfig, executor, gen, model_cfg: ModelConfig | None = None
+) -> Rollout:
+    """Sample ``group_size`` completions per row, score them, and compute group advantages.
+    ``model_cfg`` gives the prompt rendering and stop strings (the same as SFT's and evaluation's)."""
     t0 = time.perf_counter()
-    prompts = [render_prompt(tokenizer, r["prompt"]) for r in rows]
-    samples = sample(model, tokenizer, prompts, cfg.group_size, cfg.max_new_tokens, cfg.temperature, generator=gen)
+    model_cfg = model_cfg or ModelConfig()
+    prompts = [render_prompt(tokenizer, r["prompt"], model_cfg.prompt) for r in rows]
+    stops = stop_conditions(model, tokenizer, model_cfg.stop_strings)
+    samples = sample(
+        model, tokenizer, prompts, cfg.group_size, cfg.max_new_tokens, cfg.temperature, generator=gen, stops=stops
+    )
     t_gen = time.perf_counter() - t0
 
     n_tokens = samples.completion_mask.sum(1).tolist()
@@ -96,12 +100,14 @@ def generate_and_score(model, tokenizer, rows: list[dict], cfg: GRPOConfig, exec
     metrics = {
         "time/generate_s": t_gen,
         "time/reward_s": scored.wall_s,
-        **scored.metrics(),
+        **scored.counts(),  # each reward's mean is taken over the whole step in ``collect``
     }
     return Rollout(rows, samples, rewards, adv, scored.per_reward, cfg.group_size, metrics)
 
 
-def collect(model, tokenizer, draw, cfg: GRPOConfig, executor, gen) -> tuple[list[Rollout], list[Rollout], dict]:
+def collect(
+    model, tokenizer, draw, cfg: GRPOConfig, executor, gen, model_cfg: ModelConfig | None = None
+) -> tuple[list[Rollout], list[Rollout], dict]:
     """Rollouts for one step: ``(kept, seen, metrics)``.
 
     ``draw(k)`` returns ``k`` rows (from the prompt sampler). Without dynamic sampling one round is
@@ -114,7 +120,7 @@ def collect(model, tokenizer, draw, cfg: GRPOConfig, executor, gen) -> tuple[lis
     seen: list[Rollout] = []
     n_kept = dropped = 0
     for _ in range(rounds):
-        ro = generate_and_score(model, tokenizer, draw(want), cfg, executor, gen)
+        ro = generate_and_score(model, tokenizer, draw(want), cfg, executor, gen, model_cfg)
         seen.append(ro)
         if not cfg.dynamic_sampling:
             ro.kept_groups = list(range(ro.n_groups))
@@ -136,13 +142,12 @@ def collect(model, tokenizer, draw, cfg: GRPOConfig, executor, gen) -> tuple[lis
         "sampling/kept_groups": n_kept,
         "zero_std_groups": sum(ro.n_groups - len(ro.informative()) for ro in seen) / sum(ro.n_groups for ro in seen),
     }
-    for key in ("time/generate_s", "time/reward_s", "reward/timeouts", "reward/errors", "reward/not_applicable"):
+    for key in seen[0].metrics:  # times and counts add up over the rounds
         metrics[key] = sum(ro.metrics.get(key, 0.0) for ro in seen)
     for name in seen[0].per_reward:  # each reward's mean over every scored completion of the step
-        scores = [v for ro in seen for v in ro.per_reward[name] if v is not None]
-        metrics[f"reward/{name}"] = sum(scores) / len(scores) if scores else float("nan")
+        metrics[f"reward/{name}"] = applicable_mean([v for ro in seen for v in ro.per_reward[name]])
     all_rewards = torch.cat([ro.rewards for ro in seen])
-    acc = [0.0 if a is None else a for ro in seen for a in ro.per_reward.get("accuracy", [0.0] * len(ro.rewards))]
+    acc = [a for ro in seen for a in ro.accuracy()]
     metrics.update(reward_mean=all_rewards.mean().item(), reward_std=all_rewards.std(unbiased=False).item(),
                    accuracy=sum(acc) / len(acc))
     return kept, seen, metrics
@@ -150,7 +155,7 @@ def collect(model, tokenizer, draw, cfg: GRPOConfig, executor, gen) -> tuple[lis
 
 def merged_stats(rollouts: list[Rollout]) -> dict:
     """Concatenate the per-prompt statistics of several rounds (one sampler update per step)."""
-    out: dict = {"rows": [], "accuracy": [], "mean_abs_adv": [], "advantages": [], "rewards": []}
+    out: dict = {"rows": [], "accuracy": [], "advantages": []}
     for ro in rollouts:
         for k, v in ro.prompt_stats().items():
             out[k] += v

@@ -37,6 +37,25 @@ REWARDS: dict[str, RewardFn] = {
 }
 
 
+def zero_if_none(values: list[float | None]) -> list[float]:
+    """Scores with "not applicable" (None) counted as 0: the one place that rule lives.
+
+    >>> zero_if_none([1.0, None, 0.5])
+    [1.0, 0.0, 0.5]
+    """
+    return [0.0 if v is None else v for v in values]
+
+
+def applicable_mean(values: list[float | None]) -> float:
+    """Mean over the items a reward applies to (NaN when it applies to none): what ``reward/<name>`` logs.
+
+    >>> applicable_mean([1.0, None, 0.0]), applicable_mean([None])
+    (0.5, nan)
+    """
+    scored = [v for v in values if v is not None]
+    return sum(scored) / len(scored) if scored else float("nan")
+
+
 def combine(per_reward: Mapping[str, list[float | None]], weights: Mapping[str, float]) -> list[float]:
     """Weighted sum of rewards per completion; a None (not applicable) contributes 0.
 
@@ -62,7 +81,11 @@ def combine(per_reward: Mapping[str, list[float | None]], weights: Mapping[str, 
     if len(set(lengths.values())) > 1:
         raise ValueError(f"combine: score lists differ in length: {lengths}")
     n = next(iter(lengths.values()))
-    return [sum(w * (per_reward[name][i] or 0.0) for name, w in weights.items()) for i in range(n)]
+    filled = {name: zero_if_none(per_reward[name]) for name in weights}
+    return [sum(w * filled[name][i] for name, w in weights.items()) for i in range(n)]
 
 
-__all__ = ["REWARDS", "RewardFn", "GoldParseError", "accuracy", "code_binary", "code_reward", "combine", "format_reward", "length_reward", "tag_count"]
+__all__ = [
+    "REWARDS", "GoldParseError", "RewardFn", "accuracy", "applicable_mean", "code_binary", "code_reward", "combine",
+    "format_reward", "length_reward", "tag_count", "zero_if_none",
+]

@@ -91,19 +91,14 @@ class ScoreResult:
 
     def metrics(self) -> dict[str, float]:
         """``reward/<name>`` means over applicable items, plus the counts, for the tracker."""
-        out = {}
-        for name, values in self.per_reward.items():
-            scored = [v for v in values if v is not None]
-            out[f"reward/{name}"] = sum(scored) / len(scored) if scored else float("nan")
-        out.update(
-            {
-                "reward/timeouts": self.timeouts,
-                "reward/errors": self.errors,
-                "reward/not_applicable": self.not_applicable,
-                "reward/oversize": self.oversize,
-            }
-        )
-        return out
+        from tasks.rewards import applicable_mean
+
+        return {f"reward/{name}": applicable_mean(v) for name, v in self.per_reward.items()} | self.counts()
+
+    def counts(self) -> dict[str, float]:
+        """Items that timed out, raised, were too long to send (oversize), or that no requested reward applied to."""
+        return {"reward/timeouts": self.timeouts, "reward/errors": self.errors, "reward/not_applicable": self.not_applicable,
+                "reward/oversize": self.oversize}
 
 
 @dataclass(eq=False)  # identity semantics: two workers are never "equal"

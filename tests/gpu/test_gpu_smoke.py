@@ -6,7 +6,7 @@ marker skips them there (tests/conftest.py).
 - ``test_sft_and_grpo_step_on_cuda_bf16``: the device paths of the functions the stages use
   (sampling, completion log-probs, the SFT loss and the GRPO loss).
 - ``test_stages_with_deepspeed_zero2_bf16``: one SFT step and one GRPO step through the real entry
-  points (``python -m tasks.sft`` / ``tasks.grpo``) with ``scale.deepspeed_config`` =
+  points (``python -m tasks.stages.sft`` / ``tasks.stages.grpo``) with ``scale.deepspeed_config`` =
   infra/deepspeed/zero2.json and bf16, in one process (tasks/distributed.py sets up the process
   group DeepSpeed needs), then the same with LoRA and a KL term.
 """
@@ -21,11 +21,11 @@ import yaml
 from safetensors.torch import load_file
 
 from tasks.config import ModelConfig, load_params
-from tasks.curate import build, write_parquet
 from tasks.generation import completion_logprobs, sample
 from tasks.grpo.loss import group_advantages, policy_loss
 from tasks.models import build_tiny, load_model, load_tokenizer
-from tasks.sft import collate, encode_example, sft_loss
+from tasks.stages.curate import build, write_parquet
+from tasks.stages.sft import collate, encode_example, sft_loss
 
 pytestmark = pytest.mark.gpu
 
@@ -69,13 +69,13 @@ def test_stages_with_deepspeed_zero2_bf16(tmp_path, sh, subprocess_env):
     env = {**subprocess_env, "HF_HUB_OFFLINE": "1"}
     ds = [f"scale.deepspeed_config={ROOT / 'infra/deepspeed/zero2.json'}", "scale.mixed_precision=bf16"]
 
-    sh(["python", "-m", "tasks.sft", *[a for o in ds for a in ("-S", f"sft.{o}")], "-S", "sft.steps=1"], tmp_path, env=env)
+    sh(["python", "-m", "tasks.stages.sft", *[a for o in ds for a in ("-S", f"sft.{o}")], "-S", "sft.steps=1"], tmp_path, env=env)
     base, sft = load_file(tmp_path / "models/base/model.safetensors"), load_file(tmp_path / "models/sft/model.safetensors")
     assert any(not torch.equal(base[k].float(), sft[k].float()) for k in base)
-    sh(["python", "-m", "tasks.grpo", *[a for o in ds for a in ("-S", f"grpo.{o}")], "-S", "grpo.steps=1",
+    sh(["python", "-m", "tasks.stages.grpo", *[a for o in ds for a in ("-S", f"grpo.{o}")], "-S", "grpo.steps=1",
         "-S", "grpo.rewards={tag_count: 1.0}"], tmp_path, env=env)
     assert (tmp_path / "models/grpo/model.safetensors").is_file()
-    sh(["python", "-m", "tasks.grpo", *[a for o in ds for a in ("-S", f"grpo.{o}")], "-S", "grpo.steps=1",
+    sh(["python", "-m", "tasks.stages.grpo", *[a for o in ds for a in ("-S", f"grpo.{o}")], "-S", "grpo.steps=1",
         "-S", "grpo.lora.enabled=true", "-S", "grpo.beta=0.04", "-S", "grpo.out_dir=models/grpo_lora"], tmp_path, env=env)
     merged = load_file(tmp_path / "models/grpo_lora/model.safetensors")
     assert not any("lora" in k for k in merged)

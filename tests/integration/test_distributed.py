@@ -1,6 +1,6 @@
 """Two gloo processes on this CPU: SFT and GRPO relaunch themselves under torchrun.
 
-- ``test_sft_two_processes_equal_one``: ``python -m tasks.sft -S sft.scale.num_processes=2``
+- ``test_sft_two_processes_equal_one``: ``python -m tasks.stages.sft -S sft.scale.num_processes=2``
   relaunches via torchrun (world size 2 in the log), rank 0 alone writes one model, and the
   weights equal those of one process on the same global batch (to float rounding): each rank
   trains on half of every batch, and the loss is normalised by the global token count.
@@ -27,9 +27,9 @@ import yaml
 from safetensors.torch import load_file
 
 from tasks.config import load_params
-from tasks.curate import build, write_parquet
 from tasks.models import build_tiny, load_model, load_tokenizer
-from tasks.sft import encode_example, train
+from tasks.stages.curate import build, write_parquet
+from tasks.stages.sft import encode_example, train
 
 pytestmark = pytest.mark.slow
 
@@ -57,9 +57,9 @@ def project(tmp_path: Path, mlflow_uri: str) -> Path:
 
 
 def test_sft_two_processes_equal_one(project: Path, sh, subprocess_env):
-    out = sh(["python", "-m", "tasks.sft", "-S", "sft.scale.num_processes=2"], project, env=subprocess_env)
+    out = sh(["python", "-m", "tasks.stages.sft", "-S", "sft.scale.num_processes=2"], project, env=subprocess_env)
     log = out.stdout + out.stderr
-    assert "torch.distributed.run --standalone --nproc_per_node 2 -m tasks.sft" in log
+    assert "torch.distributed.run --standalone --nproc_per_node 2 -m tasks.stages.sft" in log
     assert sorted(re.findall(r"sft: rank (\d) of world size 2", log)) == ["0", "1"]
     assert log.count("sft: 5 steps on 40 traces") == 1  # only rank 0 reports (and writes)
     two = load_file(project / "models/sft/model.safetensors")
@@ -81,7 +81,7 @@ def test_sft_two_processes_equal_one(project: Path, sh, subprocess_env):
 
 def test_grpo_two_processes(project: Path, sh, subprocess_env):
     out = sh(
-        ["python", "-m", "tasks.grpo", "--model", "models/base", "-S", "grpo.scale.num_processes=2", "-S", "grpo.sampler=dump",
+        ["python", "-m", "tasks.stages.grpo", "--model", "models/base", "-S", "grpo.scale.num_processes=2", "-S", "grpo.sampler=dump",
          "-S", "grpo.steps=3", "-S", "grpo.save_every=100", "-S", "grpo.rewards={tag_count: 1.0, format: 0.1}"],
         project, env={**subprocess_env, "HF_HUB_OFFLINE": "1"},
     )

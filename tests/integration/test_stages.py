@@ -1,10 +1,11 @@
-"""The five stage entry points as DVC runs them: ``python -m tasks.<stage>`` in a tiny project.
+"""The five stage entry points as DVC runs them: ``python -m tasks.stages.<stage>`` in a tiny project.
 
 - ``test_repro_runs_all_then_nothing_then_only_what_changed``: ``dvc repro`` runs curate -> base ->
   sft -> grpo -> evaluate; then every output file, the MLflow runs and metric histories, and the
   registered ``challenger`` model loaded back from the registry and used to generate; a second
-  ``dvc repro`` runs nothing; a changed ``grpo.lr`` re-runs only grpo and evaluate. GRPO's reward
-  here includes ``tag_count``: with only accuracy and format the barely trained tiny policy earns 0
+  ``dvc repro`` runs nothing; a changed ``grpo.lr`` re-runs only grpo and evaluate; an edit of a
+  GRPO-only module or GRPO default makes only grpo stale, an SFT default only sft, tracking none.
+  GRPO's reward here includes ``tag_count``: with only accuracy and format the barely trained tiny policy earns 0
   everywhere, no weight moves whatever the learning rate, and DVC would rightly skip evaluate.
 - ``test_grpo_resumes_after_sigkill``: a GRPO run killed (SIGKILL to its whole process group,
   reward workers included) after a checkpoint resumes from the newest complete checkpoint and ends
@@ -37,7 +38,8 @@ from tasks.models import build_tiny
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["curate", "base", "sft", "grpo", "evaluate"]
+STAGES = ["sources", "curate", "base", "sft", "grpo", "evaluate"]
+ALWAYS = {"sources": ["always changed"]}  # the data fingerprint runs on every repro; its bytes decide
 TEXT = "  <think>12 + 34:\n 2+4=6</think> <answer>46</answer>"
 
 
@@ -116,7 +118,7 @@ def check_tracking(p: Path, params, ev: dict) -> None:
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(params.tracking.experiment)
     runs = {r.data.tags["r1flow.stage"]: r for r in client.search_runs([exp.experiment_id])}
-    assert set(runs) == set(STAGES)
+    assert set(runs) == set(STAGES) - {"sources"}  # the fingerprint logs no run
     assert all(r.info.status == "FINISHED" for r in runs.values())
 
     grpo_id = runs["grpo"].info.run_id
@@ -189,11 +191,11 @@ def test_repro_runs_all_then_nothing_then_only_what_changed(tiny_project: Path, 
     second = sh(["dvc", "repro"], p, env=env)
     t_second = time.perf_counter() - t0
     print(f"dvc repro: first (all stages) {t_first:.1f}s, second (nothing to do) {t_second:.1f}s")
-    assert ran(second.stdout) == []
-    for s in STAGES:
+    assert ran(second.stdout) == ["sources"]  # same fingerprint bytes: nothing downstream runs
+    for s in STAGES[1:]:
         assert f"Stage '{s}' didn't change, skipping" in second.stdout, s
     assert yaml.safe_load((p / "dvc.lock").read_text()) == lock
-    assert json.loads(sh(["dvc", "status", "--json"], p, env=env).stdout) == {}
+    assert json.loads(sh(["dvc", "status", "--json"], p, env=env).stdout) == ALWAYS
 
     # float(): DVC writes the lock as YAML 1.2 ("5e-05"), which PyYAML's 1.1 resolver reads as a string
     old_lr = float(lock["stages"]["grpo"]["params"]["params.yaml"]["grpo"]["lr"])
@@ -201,10 +203,10 @@ def test_repro_runs_all_then_nothing_then_only_what_changed(tiny_project: Path, 
     status = json.loads(sh(["dvc", "status", "--json"], p, env=env).stdout)
     # only grpo reads the grpo section (dvc.yaml tracks it whole, so DVC names the section);
     # evaluate becomes stale only once models/grpo changes
-    assert status == {"grpo": [{"changed deps": {"params.yaml": {"grpo": "modified"}}}]}
+    assert status == {**ALWAYS, "grpo": [{"changed deps": {"params.yaml": {"grpo": "modified"}}}]}
 
     third = sh(["dvc", "repro"], p, env=env)
-    assert ran(third.stdout) == ["grpo", "evaluate"]
+    assert ran(third.stdout) == ["sources", "grpo", "evaluate"]
     for s in ("curate", "base", "sft"):
         assert f"Stage '{s}' didn't change, skipping" in third.stdout, s
     new = yaml.safe_load((p / "dvc.lock").read_text())["stages"]
@@ -213,6 +215,31 @@ def test_repro_runs_all_then_nothing_then_only_what_changed(tiny_project: Path, 
         assert new[s] == lock["stages"][s], s
     md5 = {o["path"]: o["md5"] for o in new["grpo"]["outs"]}
     assert md5 != {o["path"]: o["md5"] for o in lock["stages"]["grpo"]["outs"]}  # the model did change
+    check_code_edits_rerun_only_their_stages(p, sh, env)
+
+
+def check_code_edits_rerun_only_their_stages(p: Path, sh, env) -> None:
+    """Module boundaries follow DVC's: a GRPO-only module or a GRPO default makes only grpo stale
+    (evaluate follows when models/grpo changes), an SFT default only sft, tracking nothing."""
+
+    def status() -> dict:
+        return json.loads(sh(["dvc", "status", "--json"], p, env=env).stdout)
+
+    def append(path: str, text: str) -> None:
+        with open(p / path, "a") as f:
+            f.write(text)
+
+    append("tasks/tracking.py", "\n# logging only: no stage is stale\n")
+    assert status() == {}
+    append("tasks/grpo/loss.py", "\n# a GRPO-only edit\n")
+    cfg = (p / "tasks/config/grpo.py").read_text()
+    assert "max_sampling_rounds: int = Field(3," in cfg
+    (p / "tasks/config/grpo.py").write_text(cfg.replace("max_sampling_rounds: int = Field(3,", "max_sampling_rounds: int = Field(4,"))
+    assert status() == {"grpo": [{"changed deps": {"tasks/grpo": "modified", "tasks/config/grpo.py": "modified"}}]}
+    out = sh(["dvc", "repro"], p, env=env).stdout
+    assert ran(out)[:1] == ["grpo"] and set(ran(out)) <= {"grpo", "evaluate"}, ran(out)
+    append("tasks/config/sft.py", "\n# an SFT-only edit\n")
+    assert set(status()) == {"sft"}
 
 
 # ----------------------------------------------------------------------------- resume
@@ -240,7 +267,7 @@ def test_grpo_resumes_after_sigkill(tiny_project: Path, sh, env):
     (p / "data/curated").mkdir(parents=True)
     _rl_rows().to_parquet(p / "data/curated/rl.parquet")
     build_tiny(ModelConfig(**load_params(p / "params.yaml").model.model_dump()), p / "models/sft")
-    cmd = ["python", "-m", "tasks.grpo", *[a for o in RESUME for a in ("-S", o)]]
+    cmd = ["python", "-m", "tasks.stages.grpo", *[a for o in RESUME for a in ("-S", o)]]
 
     # A: uninterrupted
     a = sh(cmd, p, env=env)
@@ -289,7 +316,7 @@ def test_grpo_resumes_after_sigkill(tiny_project: Path, sh, env):
 
 # ----------------------------------------------------------------------------- bad input
 def test_bad_param_exits_2(tiny_project: Path, sh, env):
-    proc = sh(["python", "-m", "tasks.grpo", "-S", "grpo.lr=-1"], tiny_project, env=env, check=False)
+    proc = sh(["python", "-m", "tasks.stages.grpo", "-S", "grpo.lr=-1"], tiny_project, env=env, check=False)
     assert proc.returncode == 2, proc.stderr
     assert "grpo.lr" in proc.stderr and "greater than 0" in proc.stderr
     assert not (tiny_project / "models/grpo").exists() and not (tiny_project / "metrics").exists()

@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from tasks.grpo.loss import EPS, group_advantages, k3_kl, policy_loss, token_entropy
+from tasks.generation import token_entropy
+from tasks.grpo.loss import EPS, group_advantages, k3_kl, policy_loss
 
 F64 = torch.float64
 LN2 = math.log(2)
@@ -110,6 +111,12 @@ def test_k3_on_chosen_log_ratios():
     got = k3_kl(logp, ref).tolist()
     assert got == pytest.approx([0.0, 1 - LN2, LN2 - 0.5, math.e - 2], abs=1e-12)
     assert min(got) >= 0.0
+    # outside ``valid`` the difference is zeroed before the exp: KL 0 there, and a finite gradient
+    logp = t([0.0, -1e6]).requires_grad_(True)
+    kl = k3_kl(logp, t([LN2, 0.0]), torch.tensor([True, False]))
+    assert kl.tolist() == pytest.approx([1 - LN2, 0.0], abs=1e-12)
+    kl.sum().backward()
+    assert torch.isfinite(logp.grad).all() and logp.grad[1] == 0
 
 
 def test_token_entropy_hand_worked():
@@ -122,7 +129,7 @@ def test_token_entropy_hand_worked():
         [[0.0, math.log(3), -math.inf, -math.inf, -math.inf], [0.0] * 5],
         [[1e4, 1e4 + math.log(3), -math.inf, -math.inf, -math.inf], [1000.0, 0.0, 0.0, 0.0, 0.0]],
     )
-    got = token_entropy(logits)
+    got = token_entropy(torch.log_softmax(logits, -1))
     assert got.shape == (2, 2)
     assert got[0].tolist() == pytest.approx([h, math.log(5)], abs=1e-12)
     assert got[1, 0].item() == pytest.approx(h, abs=1e-12)
@@ -131,10 +138,12 @@ def test_token_entropy_hand_worked():
 
 def test_token_entropy_gradient_is_finite_with_forbidden_tokens_and_bf16_is_upcast():
     logits = t([[[0.0, math.log(3), -math.inf]]]).requires_grad_(True)
-    token_entropy(logits).sum().backward()
+    token_entropy(torch.log_softmax(logits, -1)).sum().backward()
     assert torch.isfinite(logits.grad).all()
-    got = token_entropy(torch.zeros(1, 1, 4, dtype=torch.bfloat16))
-    assert got.dtype == torch.float32 and got.item() == pytest.approx(2 * LN2, abs=1e-6)
+    lp = torch.full((1, 1, 4), -2 * LN2, dtype=torch.bfloat16)  # uniform over 4, rounded to bf16
+    x = float(lp[0, 0, 0])
+    got = token_entropy(lp)  # summed in float32: exact to float32 precision for the bf16 inputs
+    assert got.dtype == torch.float32 and got.item() == pytest.approx(-4 * math.exp(x) * x, abs=1e-6)
 
 
 # ----------------------------------------------------------------------------- the 2x3 example

@@ -7,7 +7,7 @@ What is checked, each against a value worked out independently of the trainer:
   gradient of the *whole batch's* loss (computed here with ``policy_loss`` on all rows at once),
   whatever ``grad_accum`` and however the kept groups are split into rounds; bnpo is a per-micro-
   batch token mean by definition (the mean of each micro-batch's own gradient), which differs.
-- trimmed, length-bucketed passes (``trim``, ``buckets``, ``chunks``): the same parameter change
+- trimmed, length-bucketed passes (``trim``, ``buckets``, ``work_items``): the same parameter change
   and metrics as one padded pass per micro-batch, for every loss type, with mu = 2, mask_truncated,
   beta > 0 and grad_accum 2 too.
 - ``num_iterations``: the first pass's log-probs are pi_old for every later pass (a replay by hand,
@@ -26,7 +26,6 @@ Custom rewards live at module level: the executor's spawned workers import them 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
 from pathlib import Path
 
@@ -36,22 +35,16 @@ import torch
 from tasks.config import GRPOConfig, ModelConfig, TinyModel
 from tasks.data.synthetic import generate_family
 from tasks.generation import Samples, completion_logprobs
+from tasks.grpo.batching import buckets, micro_batches, trim, work_items
 from tasks.grpo.loss import policy_loss
 from tasks.grpo.rollout import Rollout, collect, generate_and_score
 from tasks.grpo.sampler import build_sampler
-from tasks.grpo.train import (
-    buckets,
-    chunks,
-    completions_table,
-    lr_at,
-    micro_batches,
-    train_step,
-    trim,
-    update,
-)
+from tasks.grpo.train import completions_table, train_step, update
 from tasks.models import build_tiny, load_model, load_tokenizer
 from tasks.rewards import REWARDS
 from tasks.rewards.executor import RewardExecutor
+from tasks.schedule import lr_at
+from tasks.stages.evaluate import heldout_accuracy
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: per-op overhead, one thread is faster
 
@@ -265,11 +258,11 @@ def test_trimmed_bucketed_update_equals_the_padded_one(policy, batch, loss_type,
     pieces = micro_batches([batch], cfg)
     masks = [p.samples.completion_mask * (~p.samples.truncated | (not cfg.mask_truncated)).long()[:, None]
              for p in pieces]
-    work = chunks(pieces, masks, cfg, 8, max_buckets=4, min_rows=1)
+    work = work_items(pieces, masks, cfg, 8, max_buckets=4, min_rows=1)
     full_t = batch.samples.completion_ids.shape[1]
     # precondition: the cut really drops prompt and completion columns and makes several passes
     assert len(work) == 4 * cfg.grad_accum  # 4 buckets of 2 rows, or of 1 row in each 4-row micro-batch
-    assert min(c.samples.completion_ids.shape[1] for _, c in work) < full_t
+    assert min(c.samples.completion_ids.shape[1] for c in work) < full_t
     ref = copy.deepcopy(policy).eval().requires_grad_(False) if cfg.beta > 0 else None
     if ref is not None:  # a reference that differs from the policy, so kl is not 0
         with torch.no_grad():
@@ -537,20 +530,7 @@ def test_length_reward_scores_the_token_counts(policy, tokenizer, rows, executor
 
 
 # ----------------------------------------------------------------------------- 7. evaluation and the sampler
-def _heldout_accuracy():
-    try:
-        from benchmarks.curriculum import heldout_accuracy
-    except ImportError:  # `benchmarks` is a folder of scripts, not on sys.path under plain `pytest`
-        path = ROOT / "benchmarks" / "curriculum.py"
-        spec = importlib.util.spec_from_file_location("r1flow_bench_curriculum", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        heldout_accuracy = module.heldout_accuracy
-    return heldout_accuracy
-
-
 def test_evaluation_leaves_the_sampler_alone(policy, tokenizer, rows, executor):
-    heldout_accuracy = _heldout_accuracy()
     cfg = grpo_cfg({"noise": 1.0}, prompts_per_step=2, group_size=2, sampler="dump", lr=1e-3)
     sampler = build_sampler("dump", [r["source"] for r in rows], 0, cfg.curriculum)
     m = copy.deepcopy(policy)

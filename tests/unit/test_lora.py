@@ -102,11 +102,11 @@ def test_deepspeed_config_fills_auto(tmp_path):
 def test_shard_and_launch_command():
     assert [shard(list(range(8)), r, 2) for r in range(2)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert [shard(list(range(5)), r, 3) for r in range(3)] == [[0], [1, 2], [3, 4]]
-    cmd = launch_command("tasks.sft", ["-S", "sft.steps=3"], ScaleConfig(num_processes=2))
+    cmd = launch_command("tasks.stages.sft", ["-S", "sft.steps=3"], ScaleConfig(num_processes=2))
     assert cmd == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                   "-m", "tasks.sft", "-S", "sft.steps=3"]
-    ds = launch_command("tasks.grpo", [], ScaleConfig(num_processes=2, launcher="deepspeed"))
+                   "-m", "tasks.stages.sft", "-S", "sft.steps=3"]
+    ds = launch_command("tasks.stages.grpo", [], ScaleConfig(num_processes=2, launcher="deepspeed"))
     assert ds[:5] == [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2"]
-    assert ds[-3:] == ["--no_local_rank", "--module", "tasks.grpo"]
+    assert ds[-3:] == ["--no_local_rank", "--module", "tasks.stages.grpo"]
     with pytest.raises(ValueError, match="bf16 needs deepspeed_config"):
         ScaleConfig(mixed_precision="bf16")

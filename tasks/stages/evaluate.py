@@ -1,4 +1,4 @@
-"""Evaluation (`python -m tasks.evaluate`): base, SFT and GRPO on the held-out split.
+"""Evaluation (`python -m tasks.stages.evaluate`): base, SFT and GRPO on the held-out split.
 
 For every model and every held-out prompt:
 - one greedy completion -> accuracy (the headline), format rate, completion length;
@@ -12,12 +12,14 @@ difference), ``reports/eval.md``, ``reports/eval_per_source.png`` (offline-viewa
 plots need a CDN), ``plots/eval_per_source.csv``. The GRPO model is logged to MLflow with the
 transformers flavour and registered with alias ``challenger``; it also becomes ``champion`` when
 its improvement over SFT is significant (CI above 0) — the promotion gate.
+
+``heldout_accuracy`` is the same greedy harness for callers that evaluate during training (the
+curriculum experiment): it takes no sampler, so evaluation can never update the curriculum.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -25,54 +27,74 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.config import EvaluateConfig, Params, stage_cli
-from tasks.generation import sample
-from tasks.metrics import mean_over_sources, paired_bootstrap_diff, pass_at_k
+from tasks.config import Params, stage_cli
+from tasks.config.evaluate import EvaluateConfig
+from tasks.config.model import ModelConfig
+from tasks.generation import Stops, sample, stop_conditions
+from tasks.metrics import mean_over_sources, paired_bootstrap_diff, pass_at_k, per_source_means
 from tasks.models import load_model, load_tokenizer, render_prompt
+from tasks.rewards import zero_if_none
 from tasks.rewards.executor import RewardExecutor
 from tasks.tracking import stage_run
 
 
-def generate_all(model, tokenizer, prompts: list[str], cfg: EvaluateConfig, n: int, greedy: bool, seed: int):
-    """Completions (texts, lengths) for every prompt, n per prompt, in batches of ~batch_size rows."""
+def generate_all(model, tokenizer, prompts: list[str], *, n: int, greedy: bool, seed: int, max_new_tokens: int,
+                 temperature: float = 1.0, batch_size: int = 256, stops: Stops | None = None):
+    """Completions (texts, lengths) for every prompt, n per prompt, in batches of ~batch_size rows.
+    ``stops``: default every eos id of the model and tokenizer (tasks/generation.py)."""
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    per_call = max(1, cfg.batch_size // n)
+    per_call = max(1, batch_size // n)
     texts, lengths = [], []
     for i in range(0, len(prompts), per_call):
-        s = sample(model, tokenizer, prompts[i : i + per_call], n, cfg.max_new_tokens, cfg.temperature, greedy, gen)
+        batch = prompts[i : i + per_call]
+        s = sample(model, tokenizer, batch, n, max_new_tokens, temperature, greedy, gen, stops=stops)
         texts += s.texts
         lengths += s.completion_mask.sum(1).tolist()
     return texts, np.array(lengths, dtype=float)
 
 
-def evaluate_model(path: str, rows: list[dict], cfg: EvaluateConfig, executor: RewardExecutor) -> tuple[dict, np.ndarray]:
-    """Metrics for one model; also returns the per-prompt greedy correctness (for paired tests)."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer, model = load_tokenizer(path), load_model(path).to(device).eval()
+def heldout_accuracy(model, tokenizer, rows: list[dict], executor, max_new_tokens: int,
+                     batch_size: int = 128) -> tuple[float, dict[str, float]]:
+    """Greedy accuracy, mean over sources, and per source. Takes no sampler: evaluation cannot touch
+    the curriculum."""
     prompts = [render_prompt(tokenizer, r["prompt"]) for r in rows]
+    texts, _ = generate_all(model, tokenizer, prompts, n=1, greedy=True, seed=0, max_new_tokens=max_new_tokens,
+                            batch_size=batch_size)
+    correct = np.array(zero_if_none(executor.score(texts, rows, ["accuracy"]).per_reward["accuracy"]))
     sources = np.array([r["source"] for r in rows])
+    return mean_over_sources(correct, sources), per_source_means(correct, sources)
 
-    texts, lengths = generate_all(model, tokenizer, prompts, cfg, 1, True, cfg.seed)
+
+def evaluate_model(path: str, rows: list[dict], cfg: EvaluateConfig, executor: RewardExecutor,
+                   model_cfg: ModelConfig | None = None) -> tuple[dict, np.ndarray]:
+    """Metrics for one model; also returns the per-prompt greedy correctness (for paired tests).
+    ``model_cfg`` gives the prompt rendering and stop strings (the same as SFT's and GRPO's)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model_cfg = model_cfg or ModelConfig()
+    tokenizer, model = load_tokenizer(path), load_model(path).to(device).eval()
+    prompts = [render_prompt(tokenizer, r["prompt"], model_cfg.prompt) for r in rows]
+    stops = stop_conditions(model, tokenizer, model_cfg.stop_strings)
+    sources = np.array([r["source"] for r in rows])
+    def generate(n: int, greedy: bool, seed: int):
+        return generate_all(model, tokenizer, prompts, n=n, greedy=greedy, seed=seed, max_new_tokens=cfg.max_new_tokens,
+                            temperature=cfg.temperature, batch_size=cfg.batch_size, stops=stops)
+
+    texts, lengths = generate(1, True, cfg.seed)
     scored = executor.score(texts, rows, ["accuracy", "format"])
-    correct = np.array([a or 0.0 for a in scored.per_reward["accuracy"]])
-    fmt = np.array([f or 0.0 for f in scored.per_reward["format"]])
+    correct = np.array(zero_if_none(scored.per_reward["accuracy"]))
+    fmt = np.array(zero_if_none(scored.per_reward["format"]))
 
     n = cfg.n_samples
-    stexts, _ = generate_all(model, tokenizer, prompts, cfg, n, False, cfg.seed + 1)
+    stexts, _ = generate(n, False, cfg.seed + 1)
     sscored = executor.score(stexts, [r for r in rows for _ in range(n)], ["accuracy"])
-    c = (np.array([a or 0.0 for a in sscored.per_reward["accuracy"]]).reshape(-1, n) > 0.5).sum(1)
+    c = (np.array(zero_if_none(sscored.per_reward["accuracy"])).reshape(-1, n) > 0.5).sum(1)
     passk = {k: np.array([pass_at_k(n, int(ci), k) for ci in c]) for k in cfg.ks}
 
-    per_source = {}
-    for s in np.unique(sources):
-        m = sources == s
-        per_source[str(s)] = {
-            "accuracy": float(correct[m].mean()),
-            **{f"pass@{k}": float(v[m].mean()) for k, v in passk.items()},
-            "format_rate": float(fmt[m].mean()),
-            "mean_length": float(lengths[m].mean()),
-            "n": int(m.sum()),
-        }
+    columns = {"accuracy": correct, **{f"pass@{k}": v for k, v in passk.items()}, "format_rate": fmt,
+               "mean_length": lengths}
+    means = {name: per_source_means(v, sources) for name, v in columns.items()}
+    per_source = {str(s): {name: means[name][str(s)] for name in columns} | {"n": int((sources == s).sum())}
+                  for s in np.unique(sources)}
     result = {
         "accuracy": mean_over_sources(correct, sources),
         **{f"pass@{k}": mean_over_sources(v, sources) for k, v in passk.items()},
@@ -133,8 +155,7 @@ def register(params: Params, run, model_dir: str, promote: bool) -> str:
 
     mlflow.set_tracking_uri(params.tracking.uri)
     # The model is a local folder: MLflow's model-card and licence look-ups on the hub would only
-    # retry and time out (minutes offline). Nothing here needs the hub.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # retry and time out. This process is offline unless the user said otherwise (tasks/hub.py).
     name = params.tracking.registered_model
     with mlflow.start_run(run_id=run.run_id):
         info = mlflow.transformers.log_model(
@@ -164,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ) as executor:
         run.log_input_files([args.data])
         for m in cfg.models:
-            results[m], correct[m] = evaluate_model(dirs[m], rows, cfg, executor)
+            results[m], correct[m] = evaluate_model(dirs[m], rows, cfg, executor, params.model)
             print(f"evaluate: {m}: accuracy {results[m]['accuracy']:.3f}")
             run.log_metrics({f"{m}/accuracy": results[m]["accuracy"], **{f"{m}/{k.replace('@', '_at_')}": v for k, v in results[m].items() if k.startswith("pass@")}})
             run.log_metrics({f"{m}/accuracy/{s}": v["accuracy"] for s, v in results[m]["per_source"].items()})

@@ -1,5 +1,0 @@
-import sys
-
-from tasks.grpo.train import main
-
-sys.exit(main())
