@@ -227,7 +227,8 @@ def check_split(df, split_name: str, limits: GateBounds, known_sources, docs_dir
         suite = build_suite(limits, tuple(sorted(set(known_sources))), split_name == "sft", COLUMNS + columns)
         result = _batch_definition().get_batch(batch_parameters={"dataframe": df}).validate(suite, result_format=fmt)
     else:
-        name = f"curated-{split_name}-{len(columns)}"  # one suite per split in the docs
+        # one suite per split and settings in the docs (a name GX knows maps to exactly one suite)
+        name = f"curated-{split_name}-{hash((limits, tuple(sorted(set(known_sources))), columns)) & 0xFFFFFF:06x}"
         suite = build_suite(limits, tuple(sorted(set(known_sources))), split_name == "sft", COLUMNS + columns, name)
         result = _validate_with_docs(df, split_name, suite, docs_dir, fmt)
     failures = [_failure(r) for r in result.results if not r.success]
