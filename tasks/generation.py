@@ -123,7 +123,7 @@ class _BufferLayer(DynamicLayer):
         self.length = 0
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized:
+        if not self.is_initialized:  # type: ignore[has-type]  # set by transformers' DynamicLayer
             b, h, _, d = key_states.shape
             self.device = key_states.device
             self._k = key_states.new_empty(b, h, self.capacity, d)

@@ -30,7 +30,8 @@ from __future__ import annotations
 import ast
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 MAX_RESULT_CHARS = 1 << 20  # one returned value, as repr text
@@ -40,7 +41,7 @@ _COMPARE = {
     ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b,
     ast.NotIn: lambda a, b: a not in b, ast.Is: operator.is_, ast.IsNot: operator.is_not,
 }  # fmt: skip
-_PURE = {
+_PURE: dict[str, Callable[..., Any]] = {
     "set": set, "frozenset": frozenset, "sorted": sorted, "len": len, "abs": abs, "round": round,
     "list": list, "tuple": tuple, "sum": sum, "min": min, "max": max, "bool": bool,
     "math.isclose": math.isclose,
@@ -74,7 +75,7 @@ def plan(tests: Sequence[str], program: str = "") -> Plan:
     steps: list[Step] = []
     frames: list[list[tuple[ast.expr, list[int]]]] = []
     for i, test in enumerate(tests):
-        own = []
+        own: list[tuple[ast.expr, list[int]]] = []
         for stmt in ast.parse(test).body:
             if not isinstance(stmt, ast.Assert):
                 steps.append(Step(i, "exec", ast.unparse(stmt)))
@@ -201,6 +202,8 @@ def _eval(node: ast.expr, values: dict[str, object]) -> object:
         return not _eval(node.operand, values)
     if isinstance(node, ast.Call):
         fn = _PURE[ast.unparse(node.func)]
-        kwargs = {k.arg: _eval(k.value, values) for k in node.keywords}
+        if any(k.arg is None for k in node.keywords):  # f(**d): not a call the parent evaluates
+            raise ValueError(f"cannot evaluate {ast.unparse(node)} in the parent")
+        kwargs = {str(k.arg): _eval(k.value, values) for k in node.keywords}
         return fn(*[_eval(a, values) for a in node.args], **kwargs)
     return ast.literal_eval(node)

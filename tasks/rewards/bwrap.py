@@ -156,7 +156,8 @@ def staged_libs(python: str) -> str:
     stage = os.path.join(base, key[:16])
     if os.path.isdir(stage):
         return stage
-    tmp = tempfile.mkdtemp(dir=os.makedirs(base, mode=0o755, exist_ok=True) or base)
+    os.makedirs(base, mode=0o755, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=base)
     for lib in libs:
         dest = os.path.join(tmp, os.path.basename(lib))
         if not os.path.exists(dest):

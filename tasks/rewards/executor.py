@@ -231,7 +231,7 @@ class RewardExecutor:
     @property
     def pids(self) -> list[int]:
         """Process ids of the current workers (changes when a worker is replaced)."""
-        return [w.proc.pid for w in self._workers]
+        return [w.proc.pid for w in self._workers if w.proc.pid is not None]
 
     # ------------------------------------------------------------------ scoring
     def score(

@@ -119,7 +119,8 @@ def _last_boxed(text: str) -> str | None:
         if body.startswith("{"):
             return _balanced(body)
         if body and body is not rest:  # "\boxed 2": the token up to a space, $ or line end
-            return _BARE_TOKEN.match(body).group(0) or None
+            bare = _BARE_TOKEN.match(body)  # matches always (possibly empty)
+            return bare.group(0) or None if bare else None
         if not rest[:1].isalpha():
             return None
     return None
