@@ -175,7 +175,9 @@ def test_api_run_with_a_typed_setting_is_a_dvc_experiment(api, project, sh):
     uri = load_params(project / "params.yaml").tracking.uri
     c = MlflowClient(tracking_uri=uri)
     exp = c.get_experiment_by_name("r1flow")
-    [parent] = c.search_runs([exp.experiment_id], f"tags.`prefect.flow_run_id` = '{fr.id}'")
+    [parent] = c.search_runs(
+        [exp.experiment_id], f"tags.`prefect.flow_run_id` = '{fr.id}' and tags.`r1flow.kind` = 'pipeline'"
+    )  # stage runs carry the id too
     assert parent.info.status == "FINISHED" and parent.data.tags["r1flow.overrides"] == "evaluate.seed=7"
     assert (
         str(fr.id) in parent.data.tags["prefect.flow_run_url"]

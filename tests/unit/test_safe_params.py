@@ -103,3 +103,14 @@ def test_previous_output_is_cleared(tmp_path):
         == out.resolve()
     )
     assert not out.exists()
+
+
+def test_curates_own_previous_output_is_accepted(tmp_path):
+    from tasks.paths import CURATED_FILES
+
+    out = tmp_path / "data" / "curated"
+    out.mkdir(parents=True)
+    for name in ("sft.parquet", "rl.parquet", "eval.parquet", "card.md", "report.json", ".sft.parquet.tmp"):
+        (out / name).write_text("old")
+    assert prepare_out_dir("data/curated", CURATED_FILES, "curate.out_dir", root=tmp_path) == out.resolve()
+
