@@ -79,11 +79,13 @@ def _section_form(section: str, values: dict[str, Any]) -> type[BaseModel]:
     for name in names:
         info = config.model_fields[name]
         annotation = (
-            dict[_reward_names(), float] if (section, name) == ("grpo", "rewards") else info.annotation
+            dict[_reward_names(), float]  # type: ignore[misc]  # a Literal of the registry's names, made at run time
+            if (section, name) == ("grpo", "rewards")
+            else info.annotation
         )
         desc = info.description or DESCRIPTIONS.get(name, name)
         fields[name] = (annotation, Field(getattr(defaults, name), description=f"{desc} ({section}.{name})"))
-    return create_model(f"{section.title()}Settings", __config__=ConfigDict(extra="forbid"), **fields)
+    return create_model(f"{section.title()}Settings", __config__=ConfigDict(extra="forbid"), **fields)  # type: ignore[call-overload]
 
 
 def build_settings(path: Path = PROJECT_PARAMS) -> type[BaseModel]:
@@ -93,7 +95,7 @@ def build_settings(path: Path = PROJECT_PARAMS) -> type[BaseModel]:
     for section in FORM:
         model = _section_form(section, raw.get(section) or {})
         groups[section] = (model, Field(default_factory=model, title=SECTION_TITLES[section]))
-    return create_model("RunSettings", __config__=ConfigDict(extra="forbid"), **groups)
+    return create_model("RunSettings", __config__=ConfigDict(extra="forbid"), **groups)  # type: ignore[call-overload]
 
 
 RunSettings = build_settings()

@@ -36,7 +36,7 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -53,7 +53,8 @@ from tasks.tracking import PARENT_ENV, PREFECT_URL_ENV, end_run, start_parent
 
 __all__ = ["STAGES", "DagError", "StageFailed", "post_training", "run_experiment", "run_stage", "stage_order"]
 
-STAGES = ("sources", "curate", "base", "sft", "grpo", "evaluate")
+StageName = Literal["sources", "curate", "base", "sft", "grpo", "evaluate"]
+STAGES: tuple[str, ...] = get_args(StageName)
 TAIL_LINES = 40  # lines of stage output quoted in the error of a failed stage
 
 
@@ -172,8 +173,7 @@ def _experiment(
     return exp
 
 
-StageName = Literal[STAGES]
-ALL_STAGES: list[str] = list(STAGES)
+ALL_STAGES: list[StageName] = list(get_args(StageName))
 DEFAULT_SETTINGS = RunSettings()  # shared, never mutated: the form as params.yaml fills it
 NO_OVERRIDES: list[str] = []
 
@@ -181,7 +181,7 @@ NO_OVERRIDES: list[str] = []
 @flow(name="post-training")
 def post_training(
     repo: str = ".",
-    settings: RunSettings = DEFAULT_SETTINGS,
+    settings: RunSettings = DEFAULT_SETTINGS,  # type: ignore[valid-type]  # a model built from params.yaml
     params_overrides: list[str] = NO_OVERRIDES,
     stages: list[StageName] = ALL_STAGES,
     stage_retries: int = 0,

@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"MLflow UI   {mlflow.url}   logs in {home}; Ctrl-C stops both", flush=True)
         try:
+            assert prefect.proc is not None and mlflow.proc is not None  # started above
             while prefect.proc.poll() is None and mlflow.proc.poll() is None:
                 time.sleep(1)
         except KeyboardInterrupt:

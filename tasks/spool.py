@@ -69,7 +69,8 @@ class Spool:
         self.dir, self.uri, self.experiment = path, uri, experiment
         self._lock, self._cond = threading.Lock(), threading.Condition()
         self._ops: list[dict[str, Any]] = []  # every op; self._sent of them are delivered
-        self._sent, self._closing, self._deadline = 0, False, None
+        self._sent, self._closing = 0, False
+        self._deadline: float | None = None  # set when closing: delivery gives up after it
         self._run_id: str | None = None
         self._client = None
         self._down_since: float | None = None
