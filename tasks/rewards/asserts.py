@@ -31,8 +31,8 @@ import ast
 import math
 import operator
 from collections.abc import Callable, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 MAX_RESULT_CHARS = 1 << 20  # one returned value, as repr text
 
