@@ -115,3 +115,11 @@ def test_gate_rule():
     assert worse["decision"] == "kept" and not worse["promote"]
     refused = decide(me, other, "champion", up, 0.0)
     assert refused["decision"] == "refused" and "prompt.rendering" in refused["reason"]
+
+
+def test_metrics_doctests():
+    import doctest
+
+    import tasks.metrics
+
+    assert doctest.testmod(tasks.metrics).failed == 0
