@@ -59,7 +59,9 @@ class EvaluateConfig(Strict):
     reward_timeout_s: float = Field(5.0, gt=0, description="per-completion verification timeout")
     heldout: bool = Field(True, description="evaluate on the curated held-out split")
     benchmarks: list[EvalSet] = Field(default_factory=list)
-    samples_dir: str = Field("reports/samples", description="per-sample outputs, one jsonl per model")
+    samples_dir: str = Field(
+        "reports/samples", description="per-sample outputs, one jsonl per model (under reports/)"
+    )
     register_model: bool = Field(True, description="log and register the GRPO model in MLflow")
     gate: GateConfig = GateConfig()
 
@@ -67,6 +69,10 @@ class EvaluateConfig(Strict):
     def _ks(self) -> EvaluateConfig:
         if max(self.ks) > self.n_samples:
             raise ValueError(f"ks: every k must be <= n_samples ({self.n_samples}), got {self.ks}")
+        parts = self.samples_dir.replace("\\", "/").split("/")
+        if parts[0] != "reports" or len(parts) < 2 or not parts[1] or ".." in parts:
+            # the stage empties this folder before writing: it must be an output folder under reports/
+            raise ValueError(f"samples_dir: must be a folder under reports/, got {self.samples_dir!r}")
         if not self.heldout and not self.benchmarks:
             raise ValueError("heldout is false and no benchmarks are given: nothing to evaluate")
         return self

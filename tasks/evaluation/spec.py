@@ -48,7 +48,9 @@ def prompt_entry(tokenizer) -> dict:
 
     template = getattr(tokenizer, "chat_template", None)
     rendering_id = getattr(models, "rendering_id", None)
-    rendering = rendering_id(tokenizer) if rendering_id else _text_hash(models.render_prompt(tokenizer, PROBE))
+    rendering = (
+        rendering_id(tokenizer) if rendering_id else _text_hash(models.render_prompt(tokenizer, PROBE))
+    )
     return {
         "rendering": rendering,
         "chat_template": _text_hash(template if isinstance(template, str) else json.dumps(template)),

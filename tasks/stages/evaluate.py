@@ -142,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         if gate.champion_version(params.tracking.uri, params.tracking.registered_model) is not None:
             champ = gate.download_champion(params.tracking.uri, params.tracking.registered_model)
             # before grpo, so the pair is "grpo_vs_champion" (challenger minus incumbent)
-            dirs = {**{m: p for m, p in dirs.items() if m != "grpo"}, "champion": str(champ), "grpo": dirs["grpo"]}
+            dirs = {
+                **{m: p for m, p in dirs.items() if m != "grpo"},
+                "champion": str(champ),
+                "grpo": dirs["grpo"],
+            }
     shutil.rmtree(cfg.samples_dir, ignore_errors=True)
     results: dict = {}
     evals: dict[str, ModelEval] = {}

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from tasks.config.evaluate import EvalSet
-from tasks.evaluation.benchmarks import load_eval_sets
 from tasks.data.io import SourceError
+from tasks.evaluation.benchmarks import load_eval_sets
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -74,3 +74,27 @@ def test_the_shared_real_files_load_in_their_formats():
     rows, data, drops = load_eval_sets(None, sets)
     counts = {s: sum(r["source"] == s for r in rows) for s in ("gsm8k", "math", "mbpp")}
     assert all(c >= 15 for c in counts.values()), (counts, drops[:3])
+
+
+def test_samples_dir_must_be_an_output_folder():
+    from pydantic import ValidationError
+
+    from tasks.config.evaluate import EvaluateConfig
+
+    for bad in ("/", "../elsewhere", "reports", "tasks", "reports/../tasks"):
+        with pytest.raises(ValidationError, match="samples_dir: must be a folder under reports/"):
+            EvaluateConfig(samples_dir=bad)
+    assert EvaluateConfig(samples_dir="reports/run2").samples_dir == "reports/run2"
+
+
+def test_grpo_eval_subset_is_fixed_and_spread_over_sources(tmp_path):
+    import pandas as pd
+
+    from tasks.data.synthetic import generate_family
+    from tasks.stages.grpo import eval_subset
+
+    rows = generate_family("add_2d", 10, 0) + generate_family("sub_2d", 10, 0)
+    pd.DataFrame(rows[::-1]).to_parquet(tmp_path / "eval.parquet")  # file order must not matter
+    sub = eval_subset(str(tmp_path / "eval.parquet"), 6)
+    assert [r["id"] for r in sub] == sorted(r["id"] for r in rows if r["source"] == "add_2d")[:3] + sorted(
+        r["id"] for r in rows if r["source"] == "sub_2d")[:3]
