@@ -50,10 +50,17 @@ def raw_generate(model, tok, prompts: list[str], cfg: EvaluateConfig) -> tuple[f
         for i in range(0, len(prompts), cfg.batch_size):
             ids, mask = encode_prompts(tok, prompts[i : i + cfg.batch_size])
             with torch.inference_mode():
-                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=cfg.max_new_tokens,
-                                     do_sample=not greedy, temperature=cfg.temperature if not greedy else None,
-                                     top_k=None, top_p=None, pad_token_id=tok.pad_token_id,
-                                     eos_token_id=tok.eos_token_id)
+                out = model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=cfg.max_new_tokens,
+                    do_sample=not greedy,
+                    temperature=cfg.temperature if not greedy else None,
+                    top_k=None,
+                    top_p=None,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id,
+                )
             comp = out[:, ids.shape[1] :]
             is_eos = comp == tok.eos_token_id
             tokens += int(((is_eos.cumsum(1) - is_eos.long()) == 0).sum())
@@ -91,10 +98,16 @@ def main() -> int:
             raws.append(seconds)
     e, g = statistics.median(evals), statistics.median(raws)
     result = {
-        "model": args.model, "prompts": len(rows), "max_new_tokens": args.max_new_tokens,
-        "batch_size": args.batch_size, "threads": args.threads, "repeats": args.repeats,
-        "eval_s": round(e, 3), "generate_s": round(g, 3),
-        "problems_per_s": round(len(rows) / e, 2), "tokens_per_s": round(eval_tokens / e, 1),
+        "model": args.model,
+        "prompts": len(rows),
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "eval_s": round(e, 3),
+        "generate_s": round(g, 3),
+        "problems_per_s": round(len(rows) / e, 2),
+        "tokens_per_s": round(eval_tokens / e, 1),
         "eval_over_generate": round(e / g, 3),
         "eval_mean_tokens": round(eval_tokens / (2 * len(rows)), 2),
         "generate_mean_tokens": round(raw_tokens / (2 * len(rows)), 2),

@@ -43,7 +43,7 @@ def summarise(ev: ModelEval, sources: np.ndarray, ks: list[int], samples: int, s
     """The result dict of one model (``metrics/eval.json``'s entry for it)."""
     items = item_metrics(ev, ks)
     pooled = {"format_rate": ev.fmt, "truncation_rate": ev.truncated.astype(float), "mean_length": ev.lengths}
-    one = np.zeros(len(sources), dtype=int)  # one stratum: a pooled mean
+    one: np.ndarray = np.zeros(len(sources), dtype=int)  # one stratum: a pooled mean
     result: dict = {
         name: mean_over_sources(mean_at_n(v) if v.ndim == 2 else v, sources) for name, v in items.items()
     }

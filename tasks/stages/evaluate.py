@@ -66,7 +66,7 @@ def evaluate_model(
 
 def compare(results: dict, evals: dict[str, ModelEval], sources: np.ndarray, cfg: EvaluateConfig) -> dict:
     """Every pair (later model minus earlier), paired over the same items, or why not."""
-    out = {}
+    out: dict[str, dict] = {}
     for a, b in itertools.combinations(list(evals), 2):
         key = f"{b}_vs_{a}"
         if why := why_not_comparable(results[b]["spec"], results[a]["spec"]):

@@ -19,8 +19,9 @@ from tasks.models import build_tiny, load_model, load_tokenizer
 from tasks.rewards.executor import RewardExecutor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY = TinyModel(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                 intermediate_size=64)
+TINY = TinyModel(
+    hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +49,11 @@ def test_same_seed_gives_identical_metrics_and_streams_every_sample(tiny_dir, tm
         other = run_model("m", model, tok, rows, cfg.model_copy(update={"seed": 5}), ex, tmp_path / "o.jsonl")
     assert np.array_equal(other.correct, runs[0].correct) and np.array_equal(other.lengths, runs[0].lengths)
     greedy = [x["completion"] for x in lines if x["kind"] == "greedy"]
-    assert greedy == [x["completion"] for x in map(json.loads, (tmp_path / "o.jsonl").read_text().splitlines())
-                      if x["kind"] == "greedy"]
+    assert greedy == [
+        x["completion"]
+        for x in map(json.loads, (tmp_path / "o.jsonl").read_text().splitlines())
+        if x["kind"] == "greedy"
+    ]
 
 
 SPEC = {"data": [{"label": "heldout", "md5": "d41d8"}], "prompt": {"rendering": "r", "chat_template": None}}

@@ -37,7 +37,10 @@ def test_maj_at_k_hand_worked():
 def test_item_metrics_on_a_worked_model():
     # two problems, n = 4: problem 0 has 1 correct of 4, the majority wrong; problem 1 has 3 of 4
     ev = ModelEval(
-        correct=np.array([0.0, 1.0]), fmt=np.ones(2), lengths=np.array([10.0, 20.0]), truncated=np.zeros(2, bool),
+        correct=np.array([0.0, 1.0]),
+        fmt=np.ones(2),
+        lengths=np.array([10.0, 20.0]),
+        truncated=np.zeros(2, bool),
         sample_correct=np.array([[1, 0, 0, 0], [0, 1, 1, 1]], dtype=float),
         votes=[["5", "6", "6", "7"], ["8", "9", "9", "9"]],
     )
@@ -81,7 +84,9 @@ def test_two_level_bootstrap_adds_the_sample_variance():
     d = paired_bootstrap_diff(a, np.zeros((400, 4)), np.array(["x"] * 400), 2000, 0)
     half = 1.96 * math.sqrt(0.0625 / 400)
     assert d["diff"] == 0.5
-    assert d["ci95_high"] - 0.5 == pytest.approx(half, rel=0.15) and 0.5 - d["ci95_low"] == pytest.approx(half, rel=0.15)
+    assert d["ci95_high"] - 0.5 == pytest.approx(half, rel=0.15) and 0.5 - d["ci95_low"] == pytest.approx(
+        half, rel=0.15
+    )
     assert bootstrap_ci(a.mean(1), np.array(["x"] * 400), 500, 0) == (0.5, 0.5)  # one level: no spread
 
 
@@ -93,8 +98,11 @@ def test_same_seed_same_intervals():
 
 
 # ----------------------------------------------------------------------------- spec and gate
-SPEC = {"data": [{"label": "heldout", "md5": "abc"}], "prompt": {"rendering": "r1", "chat_template": None},
-        "sampling": {"n_samples": 4, "temperature": 1.0}}
+SPEC = {
+    "data": [{"label": "heldout", "md5": "abc"}],
+    "prompt": {"rendering": "r1", "chat_template": None},
+    "sampling": {"n_samples": 4, "temperature": 1.0},
+}
 
 
 def test_spec_hash_and_differences():
