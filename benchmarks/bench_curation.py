@@ -66,8 +66,8 @@ def make_rows(n: int, seed: int = 0) -> tuple[list[dict], list[str], dict[str, s
 
 
 def run_size(n: int) -> dict:
-    from tasks.data.clean import clean_splits
     from tasks.config.curate import Benchmark, ColumnsSource, DecontamConfig, GateBounds, NearDupConfig
+    from tasks.data.clean import clean_splits
     from tasks.data.filters import benchmark_items, length_filter
     from tasks.data.sources import load_file_source
 

@@ -13,6 +13,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import Field, model_validator
 
 from tasks.config.base import Strict
+from tasks.paths import OutDir
 
 # Families of the synthetic suite, easiest first (see tasks/data/synthetic.py).
 SyntheticFamily = Literal["add_1d", "add_2d", "sub_2d", "add_3d", "mul_1x2", "mul_2x2", "add_4d"]
@@ -222,8 +223,9 @@ class CurateConfig(Strict):
     decontam: DecontamConfig = DecontamConfig()
     verify: VerifyConfig = VerifyConfig()
     difficulty: DifficultyConfig = DifficultyConfig()
+    data_docs: bool = Field(True, description="render GX Data Docs (HTML) of the gate, logged to MLflow")
     fingerprint: str = Field("data/sources.json", description="written by the `sources` stage")
-    out_dir: str = "data/curated"
+    out_dir: OutDir = "data/curated"
 
     @model_validator(mode="after")
     def _unique_labels(self):

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tasks.config.base import Strict
 from tasks.config.training import TrainingConfig
+from tasks.paths import OutDir
 
 
 class CurriculumConfig(Strict):
@@ -74,7 +75,7 @@ class GRPOConfig(TrainingConfig):
         0, ge=0, description="greedy accuracy on a fixed held-out subset every N steps (0 = off)"
     )
     eval_items: int = Field(64, ge=1, description="size of that fixed subset (spread evenly over sources)")
-    out_dir: str = "models/grpo"
+    out_dir: OutDir = "models/grpo"
 
     @model_validator(mode="after")
     def _overlong(self) -> GRPOConfig:

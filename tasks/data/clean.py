@@ -9,7 +9,7 @@ Choices:
 - Decontamination removes a train row when its prompt equals an eval prompt, or, for prompts longer
   than 50 characters, when it shares any 13-gram of words with any eval prompt (the usual rule from
   the GPT-3 report; n and the length are configurable). Words are lowercase alphanumeric runs, so punctuation and case do not hide a
-  copy. Short prompts (synthetic arithmetic) use exact match only: "12+7=" shares no 13-gram anyway
+  copy; figure code (``[asy]`` blocks) is left out, as shared drawing boilerplate. Short prompts (synthetic arithmetic) use exact match only: "12+7=" shares no 13-gram anyway
   and a looser rule would be meaningless at that length.
 - Eval wins every collision: train rows are removed, eval rows never are (except its own dups).
 - Benchmarks named in config (a user's GSM8K test, MATH test, AIME files) are references like the
@@ -32,6 +32,7 @@ _HSPACE = re.compile(r"[^\S\n]+")  # whitespace runs other than newlines
 _TRAILING = re.compile(r" +\n")  # a space left at a line end by the collapse
 _MESSY = re.compile(r"[^\S\n ]|  | \n")  # anything the collapse would change
 _WORD = re.compile(r"\w+")
+_FIGURE = re.compile(r"\[asy\].*?(?:\[/asy\]|$)", re.DOTALL)
 
 
 def normalise_text(text: str) -> str:
@@ -61,8 +62,14 @@ def prompt_key(prompt: str) -> str:
     return _collapse(normalise_text(prompt))
 
 
+def overlap_text(text: str) -> str:
+    """The text n-gram and shingle overlap is measured on: figure code (MATH's ``[asy]...[/asy]``
+    Asymptote drawings) removed, since it is shared boilerplate, not the problem."""
+    return _FIGURE.sub(" ", text) if "[asy]" in text else text
+
+
 def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
-    words = _WORD.findall(text.lower())
+    words = _WORD.findall(overlap_text(text).lower())
     return set(zip(*(words[i:] for i in range(n))))  # every run of n words, built in C
 
 

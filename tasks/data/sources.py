@@ -30,8 +30,8 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from tasks.data import adapters
 from tasks.config.curate import ColumnsSource, FileSource, SyntheticSource
+from tasks.data import adapters
 from tasks.data.gsm8k import adapt_gsm8k, split_of, stable_hash
 from tasks.data.io import Bad, SourceError, csv_header, is_local, read_records
 from tasks.data.synthetic import generate_family

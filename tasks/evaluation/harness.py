@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.generation import Samples, sample
+from tasks.config.model import ModelConfig
+from tasks.generation import Samples, Stops, sample, stop_conditions
 from tasks.metrics import mean_over_sources, per_source_means
 from tasks.models import render_prompt
 from tasks.rewards import zero_if_none
@@ -52,6 +53,7 @@ def iter_generate(
     temperature: float = 1.0,
     batch_size: int = 256,
     engine: str = "auto",
+    stops: Stops | None = None,
 ) -> Iterator[tuple[int, Samples]]:
     """``(first prompt index, Samples)`` per chunk of ~batch_size rows, n rows per prompt."""
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
@@ -69,6 +71,7 @@ def iter_generate(
                 greedy,
                 gen,
                 engine,
+                stops,
             ),
         )
 
@@ -84,8 +87,10 @@ def generate_all(
     max_new_tokens: int,
     temperature: float = 1.0,
     batch_size: int = 256,
+    stops: Stops | None = None,
 ):
-    """Completions (texts, lengths) for every prompt, n per prompt (for small sets held in memory)."""
+    """Completions (texts, lengths) for every prompt, n per prompt (for small sets held in memory).
+    ``stops``: default every eos id of the model and tokenizer (tasks/generation.py)."""
     texts, lengths = [], []
     for _, s in iter_generate(
         model,
@@ -97,6 +102,7 @@ def generate_all(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         batch_size=batch_size,
+        stops=stops,
     ):
         texts += s.texts
         lengths += s.completion_mask.sum(1).tolist()
@@ -121,11 +127,18 @@ def vote_key(text: str, row: dict) -> str | None:
 
 
 def heldout_accuracy(
-    model, tokenizer, rows: list[dict], executor, max_new_tokens: int, batch_size: int = 128
+    model,
+    tokenizer,
+    rows: list[dict],
+    executor,
+    max_new_tokens: int,
+    batch_size: int = 128,
+    model_cfg: ModelConfig | None = None,
 ) -> tuple[float, dict[str, float]]:
     """Greedy accuracy, mean over sources, and per source. Takes no sampler: evaluation cannot touch
-    the curriculum."""
-    prompts = [render_prompt(tokenizer, r["prompt"]) for r in rows]
+    the curriculum. ``model_cfg``: prompt rendering and stop strings, as in ``run_model``."""
+    model_cfg = model_cfg or ModelConfig()
+    prompts = [render_prompt(tokenizer, r["prompt"], model_cfg.prompt) for r in rows]
     texts, _ = generate_all(
         model,
         tokenizer,
@@ -135,6 +148,7 @@ def heldout_accuracy(
         seed=0,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
+        stops=stop_conditions(model, tokenizer, model_cfg.stop_strings),
     )
     scored = executor.score(texts, rows, reward_names(rows, ("accuracy",)))
     correct = np.array(zero_if_none(list(verdicts(scored.per_reward, len(rows)))))
@@ -173,9 +187,20 @@ def _line(model: str, kind: str, j: int, row: dict, text: str, verdict: float, e
     return json.dumps(rec | extra, ensure_ascii=False) + "\n"
 
 
-def run_model(name: str, model, tokenizer, rows: list[dict], cfg, executor, out: Path) -> ModelEval:
-    """Greedy then sampled passes over ``rows``, streaming every completion to ``out`` (jsonl)."""
-    prompts = [render_prompt(tokenizer, r["prompt"]) for r in rows]
+def run_model(
+    name: str,
+    model,
+    tokenizer,
+    rows: list[dict],
+    cfg,
+    executor,
+    out: Path,
+    model_cfg: ModelConfig | None = None,
+) -> ModelEval:
+    """Greedy then sampled passes over ``rows``, streaming every completion to ``out`` (jsonl).
+    ``model_cfg`` gives the prompt rendering and stop strings (the same as SFT's and GRPO's)."""
+    model_cfg = model_cfg or ModelConfig()
+    prompts = [render_prompt(tokenizer, r["prompt"], model_cfg.prompt) for r in rows]
     N, n = len(rows), cfg.n_samples
     ev = ModelEval(
         np.zeros(N),
@@ -190,6 +215,7 @@ def run_model(name: str, model, tokenizer, rows: list[dict], cfg, executor, out:
         temperature=cfg.temperature,
         batch_size=cfg.batch_size,
         engine=cfg.engine,
+        stops=stop_conditions(model, tokenizer, model_cfg.stop_strings),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:

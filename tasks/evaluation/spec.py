@@ -6,8 +6,8 @@ digits). The spec holds:
 
 - ``data``: per eval set its label, path and digest (a local file's md5 / a directory's digest / a
   hub dataset's resolved commit sha) and the number of items;
-- ``prompt``: the rendering id (a hash of what ``render_prompt`` makes of a fixed probe, which
-  covers the system prompt and the chat template as applied) and the raw chat template's hash;
+- ``prompt``: ``tasks.models.rendering_id`` (format, system prompt, template, a probe rendering),
+  a hash of a probe's rendering, the raw chat template's hash, the stop ids and stop strings;
 - ``verifier``: the answer-extraction and verifier versions: a hash of the reward modules' source
   (``tasks/rewards/{math,format,code}.py``) and math-verify's version;
 - ``sampling``: greedy + n samples, temperature, ks, seeds, max_new_tokens;
@@ -40,20 +40,20 @@ def _text_hash(text: str | None) -> str | None:
     return None if text is None else hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def prompt_entry(tokenizer) -> dict:
-    """How prompts are rendered for this tokenizer: ``tasks.models.rendering_id`` where the models
-    module has it, else a hash of what ``render_prompt`` makes of a fixed probe; and the raw chat
-    template's hash either way."""
-    from tasks import models
+def prompt_entry(tokenizer, model, model_cfg) -> dict:
+    """How prompts are rendered and stopped: ``tasks.models.rendering_id`` (format, system prompt,
+    template, a probe rendering), a probe rendering's hash, the raw chat template's hash, and the
+    stop ids and strings."""
+    from tasks.generation import stop_conditions
+    from tasks.models import render_prompt, rendering_id
 
     template = getattr(tokenizer, "chat_template", None)
-    rendering_id = getattr(models, "rendering_id", None)
-    rendering = (
-        rendering_id(tokenizer) if rendering_id else _text_hash(models.render_prompt(tokenizer, PROBE))
-    )
     return {
-        "rendering": rendering,
+        "rendering": rendering_id(tokenizer, model_cfg.prompt),
+        "probe": _text_hash(render_prompt(tokenizer, PROBE, model_cfg.prompt)),
         "chat_template": _text_hash(template if isinstance(template, str) else json.dumps(template)),
+        "stop_ids": list(stop_conditions(model, tokenizer).ids),
+        "stop_strings": list(model_cfg.stop_strings),
     }
 
 
@@ -82,8 +82,9 @@ def engine_entry(model, engine: str, capacity: int) -> dict:
     }
 
 
-def build_spec(data: list[dict], tokenizer, model, cfg) -> dict:
-    """The spec of evaluating ``model`` on ``data`` (eval-set entries) under ``cfg`` (EvaluateConfig)."""
+def build_spec(data: list[dict], tokenizer, model, cfg, model_cfg) -> dict:
+    """The spec of evaluating ``model`` on ``data`` (eval-set entries) under ``cfg`` (EvaluateConfig)
+    and ``model_cfg`` (ModelConfig: prompt rendering and stop strings)."""
     sampling = {
         "greedy": True,
         "n_samples": cfg.n_samples,
@@ -95,7 +96,7 @@ def build_spec(data: list[dict], tokenizer, model, cfg) -> dict:
     }
     return {
         "data": data,
-        "prompt": prompt_entry(tokenizer),
+        "prompt": prompt_entry(tokenizer, model, model_cfg),
         "verifier": verifier_entry(),
         "sampling": sampling,
         "engine": engine_entry(model, cfg.engine, cfg.max_new_tokens),

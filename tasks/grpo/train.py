@@ -25,6 +25,7 @@ import torch
 
 from tasks import distributed
 from tasks.config.grpo import GRPOConfig
+from tasks.config.model import ModelConfig
 from tasks.generation import completion_logprobs
 from tasks.grpo.batching import MAX_BUCKETS, MIN_BUCKET_ROWS, Plan, plan
 from tasks.grpo.loss import policy_loss
@@ -131,15 +132,17 @@ def completions_table(seen: list[Rollout]) -> dict[str, list]:
 
 
 def train_step(step: int, model, ref_model, tokenizer, rows: list[dict], sampler: PromptSampler, cfg: GRPOConfig,
-               opt, executor, gen):
+               opt, executor, gen, model_cfg: ModelConfig | None = None):
     """One GRPO step (points 1-4 of the module docstring). Returns (metrics, the curriculum
-    probabilities this step drew with, (kept, seen) rollouts)."""
+    probabilities this step drew with, (kept, seen) rollouts). ``model_cfg``: rendering and stops."""
     t_step = time.perf_counter()
     lr = lr_at(step, cfg)
     for group in opt.param_groups:
         group["lr"] = lr
     curriculum = curriculum_metrics(sampler)
-    kept, seen, metrics = collect(model, tokenizer, lambda k: [rows[i] for i in sampler.sample(k)], cfg, executor, gen)
+    kept, seen, metrics = collect(
+        model, tokenizer, lambda k: [rows[i] for i in sampler.sample(k)], cfg, executor, gen, model_cfg
+    )
     if kept:  # dynamic sampling may find no informative group: then there is nothing to learn
         metrics.update(update(model, ref_model, kept, cfg, opt))
     stats = merged_stats(seen)

@@ -4,14 +4,23 @@
 
 Order of work, and why:
 1. Validate the whole params file (a ConfigError exits 2 before anything runs or is written).
-2. Load every configured source into sft/rl/eval rows (tasks/data/sources.py).
-3. Normalise, dedup each split, decontaminate sft and rl against eval: eval wins every collision.
-4. Run the Great Expectations gate on all three splits. Any failure exits 1 with the report, and
-   nothing is written, so a downstream stage can never read half-good data.
-5. Write parquet (explicit schema, no pandas index; rl shuffled by the seed), a dataset card and
-   ``metrics/curate.json``, each through a temp file and an atomic rename. No timestamps go in
-   any output, so the same params give byte-identical files (and DVC sees no change).
-6. Log counts, the card and the parquet md5s to MLflow (a nested run under the pipeline's run).
+2. Load every configured source into sft/rl/eval rows (tasks/data/sources.py); a hub source loads
+   at the commit the ``sources`` stage recorded in ``data/sources.json``. Each unusable record is
+   dropped with file, line and reason; a missing or unreadable source exits 1 naming it.
+3. Drop rows over the length limits (tasks/data/filters.py), before the gate, so one over-long row
+   never fails the whole dataset.
+4. Normalise, exact dedup, near-dedup (MinHash LSH), decontaminate sft and rl against eval and the
+   configured benchmark files: eval wins every collision (tasks/data/clean.py, neardup.py).
+5. Verify golds through the reward code (tasks/data/verify.py); optionally estimate pass rates
+   (tasks/data/difficulty.py). A split emptied by the filters exits 1.
+6. Run the Great Expectations gate on all three splits (rendering Data Docs). Any failure exits 1
+   with the report, and nothing is written, so a downstream stage can never read half-good data.
+7. Write parquet (explicit schema, no pandas index; rl shuffled by the seed), the dataset card,
+   ``report.json`` (every drop and matched pair) and ``metrics/curate.json``, each through a temp
+   file and an atomic rename. No timestamps go in any output, so the same params give
+   byte-identical files (and DVC sees no change).
+8. Log counts, the card, the report, the Data Docs and the parquet md5s (as MLflow dataset
+   inputs) to MLflow (a nested run under the pipeline's run).
 """
 
 from __future__ import annotations
@@ -192,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         t1 = time.perf_counter()
         columns = columns_of(splits)
         frames = {s: to_frame(splits[s], columns) for s in SPLITS}
-        gate = validate_splits(frames, cfg.limits, known_sources(cfg), str(docs_dir))
+        gate = validate_splits(frames, cfg.limits, known_sources(cfg), str(docs_dir) if cfg.data_docs else None)
     except (SourceError, DataValidationError) as e:
         print(str(e), file=sys.stderr)
         if any(docs_dir.rglob("*.html")):
@@ -218,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         run.log_artifact(out / "card.md")
         run.log_artifact(out / "report.json")
         run.log_text("\n".join(r.render() for r in gate) + "\n", "validation.txt")
-        run.client.log_artifacts(run.run_id, str(docs_dir), "data_docs")
+        if cfg.data_docs:
+            run.log_artifacts(docs_dir, "data_docs")
         run.log_input_files(list(paths.values()))
     shutil.rmtree(docs_dir, ignore_errors=True)
     log.info("wrote %s and %s", out, METRICS_FILE)

@@ -35,6 +35,7 @@ import torch
 
 from tasks.config import Params, stage_cli
 from tasks.config.evaluate import EvaluateConfig
+from tasks.config.model import ModelConfig
 from tasks.data.fingerprint import local_digest
 from tasks.evaluation import gate
 from tasks.evaluation.benchmarks import load_eval_sets
@@ -52,15 +53,25 @@ DIRS = {"base": "models/base", "sft": "models/sft", "grpo": "models/grpo"}
 
 
 def evaluate_model(
-    name: str, path: str, rows: list[dict], data: list[dict], cfg: EvaluateConfig, executor: RewardExecutor
+    name: str,
+    path: str,
+    rows: list[dict],
+    data: list[dict],
+    cfg: EvaluateConfig,
+    executor: RewardExecutor,
+    model_cfg: ModelConfig | None = None,
 ) -> tuple[dict, ModelEval]:
-    """One model's result (metrics, CIs, spec, spec hash) and its in-memory verdicts."""
+    """One model's result (metrics, CIs, spec, spec hash) and its in-memory verdicts. ``model_cfg``
+    gives the prompt rendering and stop strings (the same as SFT's and GRPO's)."""
+    model_cfg = model_cfg or ModelConfig()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer, model = load_tokenizer(path), load_model(path).to(device).eval()
-    ev = run_model(name, model, tokenizer, rows, cfg, executor, Path(cfg.samples_dir) / f"{name}.jsonl")
+    ev = run_model(
+        name, model, tokenizer, rows, cfg, executor, Path(cfg.samples_dir) / f"{name}.jsonl", model_cfg
+    )
     sources = np.array([r["source"] for r in rows])
     result = summarise(ev, sources, cfg.ks, cfg.bootstrap_samples, cfg.seed)
-    spec = build_spec(data, tokenizer, model, cfg)
+    spec = build_spec(data, tokenizer, model, cfg, model_cfg)
     return result | {"spec": spec, "spec_hash": digest(spec)}, ev
 
 
@@ -156,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         run.log_input_files([args.data] if cfg.heldout else [])
         for m, path in dirs.items():
-            results[m], evals[m] = evaluate_model(m, path, rows, data, cfg, executor)
+            results[m], evals[m] = evaluate_model(m, path, rows, data, cfg, executor, params.model)
             print(f"evaluate: {m}: accuracy {results[m]['accuracy']:.3f} spec {results[m]['spec_hash']}")
             run.log_metrics(
                 {

@@ -257,3 +257,20 @@ def test_gate_writes_data_docs_naming_the_failed_expectation(tmp_path):
     (page,) = (tmp_path / "validations").rglob("*.html")
     html = page.read_text()
     assert "prompt" in html and "Failed" in html and (tmp_path / "index.html").is_file()
+
+
+def test_gate_checks_code_tests_rewards_and_pass_rates():
+    from tasks.data.validate import DataValidationError, validate_split
+
+    ok = {**GOOD, "tests": '[{"assert": "assert f(1) == 1"}]', "rewards": "code,format", "pass_rate": 0.5}
+    cols = ["id", "source", "prompt", "answer", "difficulty", "solution", "tests", "rewards", "pass_rate"]
+    good = pd.DataFrame([ok, {**ok, "id": "a-2", "tests": '[{"input": "1", "output": "2"}]'}], columns=cols)
+    assert validate_split(good, "rl", GateBounds(), {"a"}).success
+    bad = pd.DataFrame([ok, {**ok, "id": "a-2", "tests": '[{"input": "1"}]', "rewards": "code,bogus", "pass_rate": 1.5}],
+                       columns=cols)
+    with pytest.raises(DataValidationError) as e:
+        validate_split(bad, "rl", GateBounds(), {"a"})
+    msg = str(e.value)
+    assert "expect_column_values_to_match_json_schema on column 'tests': 1 of 2 rows" in msg
+    assert "expect_column_values_to_match_regex on column 'rewards': 1 of 2 rows; e.g. 'code,bogus'" in msg
+    assert "expect_column_values_to_be_between on column 'pass_rate': 1 of 2 rows; e.g. 1.5" in msg

@@ -57,6 +57,7 @@ def test_source_edits_rerun_curate_unchanged_skips_and_the_remote_round_trips(ti
     params = yaml.safe_load((tiny_project / "params.yaml").read_text())
     params["curate"]["sources"].append({"kind": "gsm8k", "path": "raw/gsm.jsonl", "eval_fraction": 0.2})
     params["curate"]["verify"] = {"math": False}  # the gate of this test is DVC, not math-verify
+    params["curate"]["data_docs"] = False
     (tiny_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     first = sh(["dvc", "repro", "curate"], tiny_project).stdout

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.data.adapters import adapt_math, adapt_mbpp, adapt_numina, adapt_stdio, last_boxed
 from tasks.config.curate import ColumnsSource, Gsm8kSource, MathSource, MbppSource, NuminaSource, StdioSource
+from tasks.data.adapters import adapt_math, adapt_mbpp, adapt_numina, adapt_stdio, last_boxed
 from tasks.data.sources import load_file_source
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -151,3 +151,39 @@ def test_gsm8k_still_uses_its_adapter_with_name(tmp_path):
         [],
     )
     assert out["rl"][0]["id"] == "stdio-a"
+
+
+def test_hub_revisions_resolve_offline_when_pinned_and_fail_clearly_otherwise(monkeypatch):
+    from tasks.config.curate import CurateConfig
+    from tasks.data.fingerprint import fingerprint, resolve_revision
+    from tasks.data.io import SourceError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    assert resolve_revision("openai/gsm8k", sha) == sha  # a pinned commit needs no network
+    fp = fingerprint(CurateConfig(sources=[Gsm8kSource(path="openai/gsm8k", revision=sha)]))
+    assert fp["sources"][0] == {
+        "kind": "gsm8k",
+        "label": "gsm8k",
+        "path": "openai/gsm8k",
+        "revision": sha,
+        "resolved": sha,
+    }
+    with pytest.raises(SourceError, match=r"openai/gsm8k@main: cannot resolve the revision on the hub"):
+        resolve_revision("openai/gsm8k", "main")
+
+
+def test_fingerprint_of_local_files_and_dirs(tmp_path):
+    from tasks.config.curate import CurateConfig
+    from tasks.data.fingerprint import fingerprint, resolved_revisions, write_fingerprint
+
+    f = write_jsonl(tmp_path / "a.jsonl", [{"problem": "p", "solution": r"\boxed{1}"}])
+    d = tmp_path / "ds"
+    d.mkdir()
+    write_jsonl(d / "train.jsonl", [{"problem": "p", "solution": r"\boxed{1}"}])
+    cfg = CurateConfig(sources=[MathSource(path=str(f)), NuminaSource(path=str(d))])
+    a = write_fingerprint(cfg, tmp_path / "fp.json")
+    assert a["sources"][0]["md5"] and a["sources"][1]["md5"].endswith(".dir")
+    write_jsonl(d / "train.jsonl", [{"problem": "q", "solution": r"\boxed{2}"}])
+    assert fingerprint(cfg)["sources"][1]["md5"] != a["sources"][1]["md5"]
+    assert resolved_revisions(tmp_path / "fp.json") == {}  # no hub sources

@@ -138,9 +138,10 @@ def test_csv_without_the_mapped_columns(tmp_path):
         load_file_source(spec, None, [])
 
 
+@pytest.mark.slow
 def test_five_megabyte_prompt_is_dropped_and_counted_not_a_gate_failure(tmp_path):
-    from tasks.stages.curate import build, columns_of, known_sources, to_frame
     from tasks.data.validate import validate_splits
+    from tasks.stages.curate import build, columns_of, known_sources, to_frame
 
     huge = json.dumps({"question": "x " * 2_500_000 + "?", "answer": "#### 1"})
     path = with_line(tmp_path, huge.encode())

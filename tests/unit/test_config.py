@@ -17,11 +17,17 @@ def error_of(tmp_path, text: str, overrides=None) -> str:
     return str(e.value)
 
 
-def test_empty_file_gives_defaults(tmp_path):
-    p = load_params(params_file(tmp_path, ""))
+def test_defaults_when_sections_are_absent(tmp_path):
+    p = load_params(params_file(tmp_path, "tracking: {}\n"))
     assert p == Params()
     assert p.curate.sources == [SyntheticSource()]
     assert p.sft.lr == 3e-3
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_empty_file_is_an_error(tmp_path, text):
+    # code defaults differ from the committed file (300 vs 1200 SFT steps): never train on them silently
+    assert "empty" in error_of(tmp_path, text)
 
 
 def test_unknown_key_named(tmp_path):
@@ -67,8 +73,8 @@ def test_overrides_apply(tmp_path):
 
 
 def test_overrides_are_validated_like_the_file(tmp_path):
-    path = params_file(tmp_path, "")
-    assert "sft.lr" in error_of(tmp_path, "", ["sft.lr=5"])
+    path = params_file(tmp_path, "sft: {}\n")
+    assert "sft.lr" in error_of(tmp_path, "sft: {}\n", ["sft.lr=5"])
     with pytest.raises(ConfigError, match="expected key.path=value"):
         load_params(path, ["sft.lr"])
     with pytest.raises(ConfigError, match="sft.lr.x: lr is not a section"):
@@ -109,3 +115,30 @@ def test_length_reward_soft_zone_must_fit_the_budget(tmp_path):
         load_params(p)
     p.write_text("grpo:\n  max_new_tokens: 8\n  overlong_cache: 16\n  rewards: {accuracy: 1.0}\n")
     assert load_params(p).grpo.overlong_cache == 16  # unused without the length reward
+
+
+def test_scale_checks_are_config_errors_naming_the_key(tmp_path):
+    msg = error_of(tmp_path, "sft:\n  batch_size: 1\n  scale: {num_processes: 2}\n")
+    assert msg.startswith(f"{tmp_path / 'params.yaml'}: sft: ") and "batch_size (1) < scale.num_processes (2)" in msg
+    msg = error_of(tmp_path, "grpo:\n  prompts_per_step: 3\n  scale: {num_processes: 2}\n")
+    assert "grpo: " in msg and "prompts_per_step (3)" in msg
+
+
+def test_one_schedule_for_both_stages():
+    """SFT's default decays by cosine to 10% of the peak, GRPO's stays constant, both after the same
+    linear warmup; the doctest of ``lr_at`` is checked here too."""
+    import doctest
+    import math
+
+    import tasks.schedule
+    from tasks.config import GRPOConfig, SFTConfig
+    from tasks.schedule import lr_at
+
+    assert doctest.testmod(tasks.schedule).failed == 0
+    sft = SFTConfig(lr=1.0, warmup_steps=4, steps=12)
+    # warmup (s + 1) / 4; then progress (s - 4) / 8, lr = 0.1 + 0.9 * 0.5 * (1 + cos(pi p))
+    assert [lr_at(s, sft) for s in (0, 3)] == [0.25, 1.0]
+    assert lr_at(8, sft) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi / 2)))
+    assert lr_at(12, sft) == pytest.approx(0.1)
+    grpo = GRPOConfig(lr=1.0, warmup_steps=4, steps=12)
+    assert [lr_at(s, grpo) for s in (0, 3, 4, 11)] == [0.25, 1.0, 1.0, 1.0]

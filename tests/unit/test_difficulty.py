@@ -43,6 +43,7 @@ def test_config_needs_a_model_and_a_sane_band():
 
 
 @pytest.mark.usefixtures("one_thread")
+@pytest.mark.slow
 def test_pass_rates_from_a_tiny_model(tmp_path):
     from tasks.models import build_tiny
 
