@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         if decision:
             results["gate"] = decision
         write_outputs(results, comparisons, decision, run)
-        run.log_artifact(cfg.samples_dir, "samples")
+        run.log_artifacts(cfg.samples_dir, "samples")
     if champ is not None:
         shutil.rmtree(champ, ignore_errors=True)
     print(report(results, comparisons, decision))
