@@ -30,7 +30,7 @@ from pydantic import AfterValidator
 
 # What the stages write into their folders (and so may find there from a previous run).
 MODEL_FILES = ("*.json", "*.safetensors", "*.bin", "*.txt", "*.model", "*.jinja", "*.tiktoken")
-CURATED_FILES = ("*.parquet", "card.md", ".*.tmp")  # .x.tmp: a write cut short
+CURATED_FILES = ("*.parquet", "card.md", "report.json", ".*.tmp")  # .x.tmp: a write cut short
 PROTECTED = (".git", ".dvc")
 
 

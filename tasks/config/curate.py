@@ -40,6 +40,7 @@ class SyntheticSource(Strict):
 class FileSource(Strict):
     """What every file/hub source shares: where the rows are, how many, and how they split."""
 
+    kind: str  # each subclass narrows it to its Literal (the discriminator)
     name: str | None = Field(None, min_length=1, description="the rows' `source` label (default: the kind)")
     path: str = Field(description="local .jsonl/.parquet/.csv file, a dataset directory, or a hub dataset id")
     revision: str | None = Field(None, description="hub revision (branch, tag or commit); resolved to a sha")
@@ -58,7 +59,7 @@ class FileSource(Strict):
 
     @property
     def label(self) -> str:
-        return self.name or self.kind  # type: ignore[attr-defined]
+        return self.name or self.kind
 
     def labels(self) -> set[str]:
         return {self.label}
@@ -187,6 +188,10 @@ class VerifyConfig(Strict):
     timeout_s: float = Field(10.0, gt=0)
 
 
+def _rl_only() -> list[Literal["sft", "rl", "eval"]]:
+    return ["rl"]
+
+
 class DifficultyConfig(Strict):
     """Pass-rate estimation under a model (tasks/data/difficulty.py); off by default."""
 
@@ -196,7 +201,7 @@ class DifficultyConfig(Strict):
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(1.0, gt=0)
     batch_size: int = Field(16, ge=1, description="prompts per sampling call")
-    splits: list[Literal["sft", "rl", "eval"]] = Field(default_factory=lambda: ["rl"])
+    splits: list[Literal["sft", "rl", "eval"]] = Field(default_factory=_rl_only)
     band: tuple[float, float] | None = Field(None, description="keep rows with lo < pass_rate < hi")
     workers: int = Field(2, ge=1)
     timeout_s: float = Field(10.0, gt=0)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Literal, overload
 
 from tasks.data.synthetic import format_solution
 
@@ -41,6 +41,10 @@ CODE_REWARDS = "code,format"
 _LEVEL = re.compile(r"Level (\d+)")
 
 
+@overload
+def text_field(record: dict, key: str, required: Literal[True] = True) -> str: ...
+@overload
+def text_field(record: dict, key: str, required: bool) -> str | None: ...
 def text_field(record: dict, key: str, required: bool = True) -> str | None:
     """The stripped-for-checking text at ``record[key]``; raises ValueError with the reason."""
     value = record.get(key)
@@ -216,14 +220,14 @@ def adapt_columns(record: dict, spec) -> dict | str:
     if cols.tests:
         ref = text_field(record, cols.solution, required=False) if cols.solution else None
         return _code_row(prompt, stdio_tests(record.get(cols.tests), cols.tests), ref, difficulty)
+    assert cols.answer is not None  # ColumnMap requires answer when there are no tests
     answer = record.get(cols.answer)
     if isinstance(answer, (int, float)) and not isinstance(answer, bool):
         answer = str(answer)  # a numeric CSV/parquet column is still a gold answer
         record = {**record, cols.answer: answer}
-    answer = text_field(record, cols.answer)
+    gold = text_field(record, cols.answer)
     solution = text_field(record, cols.solution, required=False) if cols.solution else None
-    row = _math_row(prompt, answer.strip(), solution, difficulty)
-    return row
+    return _math_row(prompt, gold.strip(), solution, difficulty)
 
 
 def source_id(record: dict, spec) -> str | None:

@@ -89,7 +89,9 @@ class Reference:
     """Prompts train rows must not overlap: exact keys and word n-grams, each mapped to its item."""
 
     def __init__(self, items: Iterable[tuple[str, str]], n: int = NGRAM):
-        self.n, self.keys, self.grams = n, {}, {}
+        self.n = n
+        self.keys: dict[str, str] = {}
+        self.grams: dict[tuple[str, ...], str] = {}
         for label, prompt in items:
             self.keys.setdefault(prompt_key(prompt), label)
             for g in ngrams(prompt, n):

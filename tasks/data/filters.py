@@ -43,9 +43,14 @@ def _tokenizer(name: str):
     return load_tokenizer(name)
 
 
-def length_filter(splits: dict[str, list[dict]], limits: GateBounds, drops: list[dict]) -> dict[str, list[dict]]:
+def length_filter(
+    splits: dict[str, list[dict]], limits: GateBounds, drops: list[dict]
+) -> dict[str, list[dict]]:
     """Drop rows over the character (and, when set, token) limits; each drop is recorded."""
-    tok = _tokenizer(limits.tokenizer) if (limits.max_prompt_tokens or limits.max_solution_tokens) else None
+    tok = None
+    if limits.max_prompt_tokens or limits.max_solution_tokens:
+        assert limits.tokenizer is not None  # GateBounds requires it with a token limit
+        tok = _tokenizer(limits.tokenizer)
     out: dict[str, list[dict]] = {}
     for split, rows in splits.items():
         reasons = [_char_reason(r, limits) for r in rows]

@@ -26,6 +26,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from tasks.config.curate import Benchmark, CurateConfig, SyntheticSource
 from tasks.data.io import SourceError, check_local, is_hub
@@ -92,11 +93,11 @@ def model_entry(path: str) -> dict:
 
 
 def fingerprint(cfg: CurateConfig) -> dict:
-    fp = {
+    fp: dict[str, Any] = {
         "sources": [source_entry(s) for s in cfg.sources],
         "benchmarks": [benchmark_entry(b) for b in cfg.decontam.benchmarks],
     }
-    if cfg.difficulty.enabled:  # absent otherwise, so the default's file is unchanged
+    if cfg.difficulty.enabled and cfg.difficulty.model:  # absent otherwise: the default's file is unchanged
         fp["difficulty_model"] = model_entry(cfg.difficulty.model)
     return fp
 

@@ -40,8 +40,6 @@ _ANNOTATION = re.compile(r"<<[^<>]*>>")
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 
 
-
-
 def stable_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -65,8 +63,12 @@ def adapt_gsm8k(record: dict, spec=None) -> dict | str:
     if parsed is None:
         return "no final answer (answer: needs '#### <number>')"
     reasoning, final = parsed
-    return {"prompt": question, "answer": final, "difficulty": NO_DIFFICULTY,
-            "solution": format_solution(reasoning, final)}
+    return {
+        "prompt": question,
+        "answer": final,
+        "difficulty": NO_DIFFICULTY,
+        "solution": format_solution(reasoning, final),
+    }
 
 
 def to_row(record: Any) -> dict | None:
@@ -104,8 +106,14 @@ def load_gsm8k(
     from tasks.config.curate import Gsm8kSource
     from tasks.data.sources import load_file_source
 
-    spec = Gsm8kSource(path=path, revision=revision, split=split, limit=limit,
-                       sft_fraction=sft_fraction, eval_fraction=eval_fraction)
+    spec = Gsm8kSource(
+        path=path,
+        revision=revision,
+        split=split,
+        limit=limit,
+        sft_fraction=sft_fraction,
+        eval_fraction=eval_fraction,
+    )
     drops: list[dict] = []
     splits = load_file_source(spec, revision, drops)
     return splits, len(drops)

@@ -80,8 +80,14 @@ def near_dup_filter(
                 best = max(((mh.jaccard(kept_hashes[k]), k) for k in lsh.query(mh)), default=(0.0, -1))
                 if best[0] >= threshold:
                     removed[split][row["source"]] += 1
-                    pairs.append({"id": row["id"], "split": split, "kept_id": kept_ids[best[1]],
-                                  "jaccard": round(best[0], 3)})
+                    pairs.append(
+                        {
+                            "id": row["id"],
+                            "split": split,
+                            "kept_id": kept_ids[best[1]],
+                            "jaccard": round(best[0], 3),
+                        }
+                    )
                     continue
                 lsh.insert(len(kept_ids), mh)
                 kept_ids.append(row["id"])

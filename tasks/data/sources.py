@@ -63,8 +63,13 @@ def load_synthetic(spec: SyntheticSource, seed: int, stats: dict[str, int]) -> d
         if len(rows) < asked:
             short = asked - len(rows)
             stats["shortfall"] = stats.get("shortfall", 0) + short
-            log.warning("%s: %d distinct problems of %d asked; rl gets %d", family, len(rows), asked,
-                        max(0, len(rows) - n_eval - n_sft))
+            log.warning(
+                "%s: %d distinct problems of %d asked; rl gets %d",
+                family,
+                len(rows),
+                asked,
+                max(0, len(rows) - n_eval - n_sft),
+            )
         out["eval"] += rows[:n_eval]
         out["sft"] += rows[n_eval : n_eval + n_sft]
         out["rl"] += [{**r, "solution": None} for r in rows[n_eval + n_sft :]]
@@ -72,7 +77,9 @@ def load_synthetic(spec: SyntheticSource, seed: int, stats: dict[str, int]) -> d
 
 
 def _kept_by_weight(row_id: str, weight: float) -> bool:
-    return weight >= 1 or int(hashlib.sha256(f"weight:{row_id}".encode()).hexdigest()[:15], 16) / 16**15 < weight
+    return (
+        weight >= 1 or int(hashlib.sha256(f"weight:{row_id}".encode()).hexdigest()[:15], 16) / 16**15 < weight
+    )
 
 
 def _check_columns(spec: ColumnsSource) -> None:
@@ -86,7 +93,9 @@ def _check_columns(spec: ColumnsSource) -> None:
     header = set(csv_header(check_local(spec.path))) if Path(spec.path).is_file() else set()
     for field, column in spec.columns.model_dump().items():
         if column is not None and column not in header:
-            raise SourceError(f"{spec.path}: no column {column!r} (mapped as columns.{field}); header has {sorted(header)}")
+            raise SourceError(
+                f"{spec.path}: no column {column!r} (mapped as columns.{field}); header has {sorted(header)}"
+            )
 
 
 def load_file_source(spec: FileSource, revision: str | None, drops: list[dict]) -> dict[str, list[dict]]:
@@ -106,7 +115,11 @@ def load_file_source(spec: FileSource, revision: str | None, drops: list[dict]) 
         row = adapt_record(adapt, record, spec)
         if isinstance(row, dict):
             own = adapters.source_id(record, spec)
-            row = {"id": f"{label}-{own if own is not None else stable_hash(row['prompt'])}", "source": label, **row}
+            row = {
+                "id": f"{label}-{own if own is not None else stable_hash(row['prompt'])}",
+                "source": label,
+                **row,
+            }
             if own is not None and row["id"] in seen:
                 row = f"duplicate id ({own}; first at {seen[row['id']]})"
             elif own is not None:
@@ -125,8 +138,10 @@ def load_file_source(spec: FileSource, revision: str | None, drops: list[dict]) 
         raise SourceError(f"{spec.path}: no rows")
     if n_bad * 2 > n_seen:
         first = "; ".join(f"{d['where']}: {d['reason']}" for d in drops[-n_bad:][:3])
-        raise SourceError(f"{spec.path}: {n_bad} of {n_seen} rows are not {FORMAT_NAMES.get(spec.kind, spec.kind)} "
-                          f"format (e.g. {first})")
+        raise SourceError(
+            f"{spec.path}: {n_bad} of {n_seen} rows are not {FORMAT_NAMES.get(spec.kind, spec.kind)} "
+            f"format (e.g. {first})"
+        )
     if n_bad:
         log.warning("%s: dropped %d malformed rows", spec.path, n_bad)
     return out
@@ -141,8 +156,13 @@ def adapt_record(adapt, record, spec) -> dict | str:
         return str(e)
 
 
-def load_source(spec, seed: int, stats: dict[str, int] | None = None, revision: str | None = None,
-                drops: list[dict] | None = None) -> dict[str, list[dict]]:
+def load_source(
+    spec,
+    seed: int,
+    stats: dict[str, int] | None = None,
+    revision: str | None = None,
+    drops: list[dict] | None = None,
+) -> dict[str, list[dict]]:
     """Rows of one source, keyed by split.
 
     ``stats``, when given, receives counts the caller reports: ``bad_rows`` (malformed rows dropped)

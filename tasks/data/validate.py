@@ -103,9 +103,14 @@ def _docs_site(docs_dir: str) -> str:
     """A Data Docs site writing HTML under ``docs_dir`` (added to the context once)."""
     name = f"r1flow-{len(_context().get_site_names())}"
     backend = {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir}
-    _context().add_data_docs_site(site_name=name, site_config={
-        "class_name": "SiteBuilder", "store_backend": backend,
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}})
+    _context().add_data_docs_site(
+        site_name=name,
+        site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": backend,
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
     return name
 
 
@@ -117,10 +122,13 @@ def _validate_with_docs(df, split_name: str, suite, docs_dir: str, result_format
     if suite.name not in {s.name for s in ctx.suites.all()}:
         ctx.suites.add(suite)
     name = f"{suite.name}-{len(ctx.validation_definitions.all())}"
-    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=_batch_definition(), suite=suite))
+    vd = ctx.validation_definitions.add(
+        gx.ValidationDefinition(name=name, data=_batch_definition(), suite=suite)
+    )
     action = gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[_docs_site(docs_dir)])
-    cp = ctx.checkpoints.add(gx.Checkpoint(name=name, validation_definitions=[vd], actions=[action],
-                                           result_format=result_format))
+    cp = ctx.checkpoints.add(
+        gx.Checkpoint(name=name, validation_definitions=[vd], actions=[action], result_format=result_format)
+    )
     return next(iter(cp.run(batch_parameters={"dataframe": df}).run_results.values()))
 
 
@@ -130,10 +138,18 @@ TESTS_SCHEMA = {
     "minItems": 1,
     "items": {
         "oneOf": [
-            {"type": "object", "required": ["input", "output"], "additionalProperties": False,
-             "properties": {"input": {"type": "string"}, "output": {"type": "string"}}},
-            {"type": "object", "required": ["assert"], "additionalProperties": False,
-             "properties": {"assert": {"type": "string", "minLength": 1}}},
+            {
+                "type": "object",
+                "required": ["input", "output"],
+                "additionalProperties": False,
+                "properties": {"input": {"type": "string"}, "output": {"type": "string"}},
+            },
+            {
+                "type": "object",
+                "required": ["assert"],
+                "additionalProperties": False,
+                "properties": {"assert": {"type": "string", "minLength": 1}},
+            },
         ]
     },
 }
@@ -150,15 +166,22 @@ def _extra_expectations(columns: tuple[str, ...]) -> list:
         out.append(gxe.ExpectColumnValuesToMatchJsonSchema(column="tests", json_schema=TESTS_SCHEMA))
     if "rewards" in columns:
         names = "|".join(sorted(REWARDS))
-        out.append(gxe.ExpectColumnValuesToMatchRegex(column="rewards", regex=rf"^(?:{names})(?:,(?:{names}))*$"))
+        out.append(
+            gxe.ExpectColumnValuesToMatchRegex(column="rewards", regex=rf"^(?:{names})(?:,(?:{names}))*$")
+        )
     if "pass_rate" in columns:
         out.append(gxe.ExpectColumnValuesToBeBetween(column="pass_rate", min_value=0, max_value=1))
     return out
 
 
 @lru_cache(maxsize=16)
-def build_suite(limits: GateBounds, known_sources: tuple[str, ...], sft: bool, columns: tuple[str, ...] = COLUMNS,
-                name: str | None = None):
+def build_suite(
+    limits: GateBounds,
+    known_sources: tuple[str, ...],
+    sft: bool,
+    columns: tuple[str, ...] = COLUMNS,
+    name: str | None = None,
+):
     """The expectation suite for one split kind; cached, since the same suite serves many calls."""
     _context()  # a suite needs an active context to exist
     import great_expectations as gx
@@ -215,7 +238,9 @@ def validate_split(df, split_name: str, limits: GateBounds, known_sources) -> Va
     return report
 
 
-def check_split(df, split_name: str, limits: GateBounds, known_sources, docs_dir: str | None = None) -> ValidationReport:
+def check_split(
+    df, split_name: str, limits: GateBounds, known_sources, docs_dir: str | None = None
+) -> ValidationReport:
     """Like ``validate_split`` but return the report whatever the outcome (for multi-split gates).
 
     With ``docs_dir``, the same validation runs through a GX checkpoint that also renders Data Docs
@@ -225,16 +250,25 @@ def check_split(df, split_name: str, limits: GateBounds, known_sources, docs_dir
     fmt = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
     if docs_dir is None:
         suite = build_suite(limits, tuple(sorted(set(known_sources))), split_name == "sft", COLUMNS + columns)
-        result = _batch_definition().get_batch(batch_parameters={"dataframe": df}).validate(suite, result_format=fmt)
+        result = (
+            _batch_definition()
+            .get_batch(batch_parameters={"dataframe": df})
+            .validate(suite, result_format=fmt)
+        )
     else:
-        name = f"curated-{split_name}-{len(columns)}"  # one suite per split in the docs
-        suite = build_suite(limits, tuple(sorted(set(known_sources))), split_name == "sft", COLUMNS + columns, name)
+        # one suite per split and settings in the docs (a name GX knows maps to exactly one suite)
+        name = f"curated-{split_name}-{hash((limits, tuple(sorted(set(known_sources))), columns)) & 0xFFFFFF:06x}"
+        suite = build_suite(
+            limits, tuple(sorted(set(known_sources))), split_name == "sft", COLUMNS + columns, name
+        )
         result = _validate_with_docs(df, split_name, suite, docs_dir, fmt)
     failures = [_failure(r) for r in result.results if not r.success]
     return ValidationReport(split_name, len(df), len(result.results), failures)
 
 
-def validate_splits(frames: dict, limits: GateBounds, known_sources, docs_dir: str | None = None) -> list[ValidationReport]:
+def validate_splits(
+    frames: dict, limits: GateBounds, known_sources, docs_dir: str | None = None
+) -> list[ValidationReport]:
     """Gate every split, then raise once with every failure, so one run shows all problems."""
     reports = [check_split(df, name, limits, known_sources, docs_dir) for name, df in frames.items()]
     if any(not r.success for r in reports):

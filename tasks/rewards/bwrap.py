@@ -28,6 +28,7 @@ import os
 import platform
 import re
 import secrets
+import select
 import shutil
 import struct
 import subprocess
@@ -171,7 +172,7 @@ def staged_libs(python: str) -> str:
     return stage
 
 
-def bwrap_argv(python: str, tmp_mb: int, seccomp_fd: int | None) -> list[str]:
+def bwrap_argv(python: str, tmp_mb: int, seccomp_fd: int | None, info_fd: int | None = None) -> list[str]:
     """The bwrap command line that runs ``python`` (the arguments follow it)."""
     argv = [bwrap_path(), "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-net",
             "--unshare-uts", "--unshare-cgroup", "--disable-userns", "--die-with-parent", "--new-session",
@@ -193,6 +194,8 @@ def bwrap_argv(python: str, tmp_mb: int, seccomp_fd: int | None) -> list[str]:
              "--chdir", "/tmp"]  # fmt: skip
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
+    if info_fd is not None:  # bwrap writes {"child-pid": N}: the pid namespace's init, in our pids
+        argv += ["--info-fd", str(info_fd)]
     return argv + ["--", python]
 
 
@@ -220,6 +223,28 @@ def seccomp_filter() -> bytes | None:
         (ret, 0, 0, eperm),
     ]
     return b"".join(struct.pack("<HBBI", *ins) for ins in prog)
+
+
+def wait_for_namespace(info_fd: int, timeout_s: float = 2.0) -> None:
+    """Wait until the pid namespace's init has exited: the kernel makes it wait for (and kill)
+    every process of the namespace first, so after this no process of the run is left running.
+    Called after bwrap was killed; bwrap's ``--die-with-parent`` makes the init die with it."""
+    os.set_blocking(info_fd, False)
+    try:
+        info = os.read(info_fd, 4096).decode("ascii", "replace")
+    except (BlockingIOError, OSError):
+        return
+    found = re.search(r'"child-pid":\s*(\d+)', info)
+    if not found:
+        return
+    try:
+        pidfd = os.pidfd_open(int(found.group(1)))
+    except OSError:  # already gone
+        return
+    try:
+        select.select([pidfd], [], [], timeout_s)
+    finally:
+        os.close(pidfd)
 
 
 # ----------------------------------------------------------------------------- cgroups

@@ -67,6 +67,7 @@ from tasks.rewards.bwrap import (
     bwrap_path,
     cgroup_kind,
     seccomp_filter,
+    wait_for_namespace,
 )
 from tasks.rewards.uids import claim_uid, kill_uid
 
@@ -192,7 +193,7 @@ def _run(
     source: str, stdin: str, steps: list[assert_plan.Step] | None, limits: RLimits, iso: Isolation
 ) -> RunResult:
     t0 = time.monotonic()
-    uid = lock_fd = proc = cgroup = None
+    uid = lock_fd = proc = cgroup = info_r = None
     fds: list[int] = []
     try:
         if iso.drop_uid:
@@ -215,23 +216,24 @@ def _run(
         seccomp = seccomp_filter() if iso.seccomp else None
         sec_fd = _memfd("sandbox-seccomp", seccomp) if seccomp else None
         res_r, res_w = os.pipe()
-        fds += [cfg_fd, stdin_fd, res_r, res_w] + ([sec_fd] if sec_fd is not None else [])
+        info_r, info_w = os.pipe()
+        fds += [cfg_fd, stdin_fd, res_r, res_w, info_r, info_w] + ([sec_fd] if sec_fd is not None else [])
         argv = ["/bin/sh", "-c", _JOIN_CGROUP, "sh"]
         if uid is not None:
             argv += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
                      "--no-new-privs", "--"]  # fmt: skip
-        argv += bwrap_argv(iso.python, limits.tmp_mb, sec_fd)
+        argv += bwrap_argv(iso.python, limits.tmp_mb, sec_fd, info_w)
         argv += ["-I", "-S", "-B", "-c", _HARNESS, str(cfg_fd), str(res_w)]
         env = {
             "PATH": "/usr/bin:/bin",
             "R1FLOW_CGROUP_PROCS": " ".join(cgroup.procs_files() if cgroup else []),
         }
-        passed = tuple(fd for fd in (cfg_fd, res_w, sec_fd) if fd is not None)
+        passed = tuple(fd for fd in (cfg_fd, res_w, info_w, sec_fd) if fd is not None)
         proc = subprocess.Popen(
             argv, stdin=stdin_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=passed,
             cwd="/", env=env, start_new_session=True,
         )  # fmt: skip
-        for fd in (cfg_fd, stdin_fd, res_w, sec_fd):
+        for fd in (cfg_fd, stdin_fd, res_w, info_w, sec_fd):
             if fd is not None:
                 os.close(fd)
                 fds.remove(fd)
@@ -246,6 +248,8 @@ def _run(
     finally:
         if proc is not None:
             _kill_group(proc)
+        if info_r is not None:
+            wait_for_namespace(info_r)
         if cgroup is not None:
             cgroup.kill_all()
             if uid is None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import secrets
 import signal
 import tempfile
 import time
@@ -30,9 +29,9 @@ def claim_uid() -> tuple[int, int]:
     st = os.lstat(_LOCK_DIR)
     if st.st_uid != os.geteuid() or st.st_mode & 0o077:
         raise SlotError(f"{_LOCK_DIR} must be a directory owned by uid {os.geteuid()} with mode 0700")
-    start = secrets.randbelow(UID_SLOTS)
-    for k in range(UID_SLOTS):
-        slot = (start + k) % UID_SLOTS
+    # lowest free slot first: each slot keeps a cgroup (see ``tasks.rewards.bwrap.Cgroup``), so
+    # only as many exist as sandboxes ever ran at once
+    for slot in range(UID_SLOTS):
         fd = os.open(os.path.join(_LOCK_DIR, str(slot)), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -76,7 +76,7 @@ def load_all(cfg: CurateConfig, drops: list[dict]) -> tuple[dict[str, list[dict]
     for spec in cfg.sources:
         stats: dict[str, int] = {}
         rev = _revision(spec, recorded)
-        if rev is not None:
+        if rev is not None and not isinstance(spec, SyntheticSource):
             revisions[spec.label] = rev
         for split, rows in load_source(spec, cfg.seed, stats, rev, drops).items():
             merged[split] += rows
@@ -120,13 +120,20 @@ def build(cfg: CurateConfig) -> tuple[dict[str, list[dict]], dict]:
     emptied = [s for s in SPLITS if loaded_rows[s] and not splits[s]]
     if emptied:  # a whole split filtered away is a configuration problem, not a dataset
         raise DataValidationError(
-            "data validation failed\n" + "\n".join(f"split {s!r}: all {loaded_rows[s]} rows were removed by the "
-            f"filters (see limits, near_dup, decontam, verify); first drop: {_first_drop(drops, s)}" for s in emptied))
+            "data validation failed\n"
+            + "\n".join(
+                f"split {s!r}: all {loaded_rows[s]} rows were removed by the "
+                f"filters (see limits, near_dup, decontam, verify); first drop: {_first_drop(drops, s)}"
+                for s in emptied
+            )
+        )
     return splits, report
 
 
 def _first_drop(drops: list[dict], split: str) -> str:
-    return f"{drops[0]['where']}: {drops[0]['reason']}" if drops else "none recorded (dedup or decontamination)"
+    return (
+        f"{drops[0]['where']}: {drops[0]['reason']}" if drops else "none recorded (dedup or decontamination)"
+    )
 
 
 def columns_of(splits: dict[str, list[dict]]) -> list[str]:
@@ -201,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         t1 = time.perf_counter()
         columns = columns_of(splits)
         frames = {s: to_frame(splits[s], columns) for s in SPLITS}
-        gate = validate_splits(frames, cfg.limits, known_sources(cfg), str(docs_dir) if cfg.data_docs else None)
+        gate = validate_splits(
+            frames, cfg.limits, known_sources(cfg), str(docs_dir) if cfg.data_docs else None
+        )
     except (SourceError, DataValidationError) as e:
         print(str(e), file=sys.stderr)
         if any(docs_dir.rglob("*.html")):

@@ -242,16 +242,16 @@ def check_code_edits_rerun_only_their_stages(p: Path, sh, env) -> None:
             f.write(text)
 
     append("tasks/tracking.py", "\n# logging only: no stage is stale\n")
-    assert status() == {}
+    assert status() == ALWAYS
     append("tasks/grpo/loss.py", "\n# a GRPO-only edit\n")
     cfg = (p / "tasks/config/grpo.py").read_text()
     assert "max_sampling_rounds: int = Field(3," in cfg
     (p / "tasks/config/grpo.py").write_text(cfg.replace("max_sampling_rounds: int = Field(3,", "max_sampling_rounds: int = Field(4,"))
-    assert status() == {"grpo": [{"changed deps": {"tasks/grpo": "modified", "tasks/config/grpo.py": "modified"}}]}
+    assert status() == {**ALWAYS, "grpo": [{"changed deps": {"tasks/grpo": "modified", "tasks/config/grpo.py": "modified"}}]}
     out = sh(["dvc", "repro"], p, env=env).stdout
-    assert ran(out)[:1] == ["grpo"] and set(ran(out)) <= {"grpo", "evaluate"}, ran(out)
+    assert ran(out)[:2] == ["sources", "grpo"] and set(ran(out)) <= {"sources", "grpo", "evaluate"}, ran(out)
     append("tasks/config/sft.py", "\n# an SFT-only edit\n")
-    assert set(status()) == {"sft"}
+    assert set(status()) == {"sources", "sft"}
 
 
 # ----------------------------------------------------------------------------- resume

@@ -5,7 +5,6 @@ code row with the code reward in the sandbox next to a math row scored by accura
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from tasks.config.curate import CurateConfig, Gsm8kSource, MbppSource
@@ -15,10 +14,10 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 @pytest.mark.slow
 def test_mixture_rl_rows_carry_tests_and_rewards_to_the_trainer(tmp_path):
-    from tasks.grpo.train import ROW_COLUMNS
     from tasks.rewards import combine
     from tasks.rewards.executor import RewardExecutor
     from tasks.stages.curate import build, columns_of, write_parquet
+    from tasks.stages.grpo import load_rows
 
     assert (SHARED / "mbpp" / "mbpp.jsonl").is_file(), f"the real MBPP file is expected in {SHARED}"
     cfg = CurateConfig(
@@ -33,8 +32,7 @@ def test_mixture_rl_rows_carry_tests_and_rewards_to_the_trainer(tmp_path):
     cols = columns_of(splits)
     assert {"tests", "rewards"} <= set(cols)
     write_parquet(splits["rl"], tmp_path / "rl.parquet", cols)
-    df = pd.read_parquet(tmp_path / "rl.parquet")
-    rows = df[[c for c in ROW_COLUMNS if c in df.columns]].to_dict("records")  # what GRPO loads
+    rows = load_rows(str(tmp_path / "rl.parquet"))  # what the GRPO stage loads
     code = next(r for r in rows if r["source"] == "mbpp")
     math = next(r for r in rows if r["source"] == "gsm8k")
     assert code["rewards"] == "code,format" and json.loads(code["tests"])[0]["assert"].startswith("assert")
