@@ -8,7 +8,7 @@ export PATH := $(BIN):$(PATH)
 # torch first, from the CPU build on this machine; a GPU box sets TORCH_SPEC to its CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup run test test-fast test-gpu lint bench-rewards bench-grpo bench-curation bench-tracking-outage mixture experiment-curriculum ui serve ui-mlflow ui-prefect clean
+.PHONY: setup run test test-fast test-gpu lint bench-rewards bench-grpo bench-curation bench-eval bench-tracking-outage mixture experiment-curriculum ui serve ui-mlflow ui-prefect clean
 
 setup: $(VENV)/.installed
 
@@ -51,6 +51,10 @@ lint: setup
 
 bench-rewards: setup
 	python benchmarks/bench_rewards.py
+
+# Evaluation harness vs raw model.generate on the same batch (~1 min): benchmarks/results/eval.json.
+bench-eval: setup
+	python benchmarks/bench_eval.py
 
 # Curation throughput and filter quality on 100k and 1M synthetic rows (~3 min; up to ~3 GB RAM).
 bench-curation: setup

@@ -57,6 +57,8 @@ class GRPOConfig(TrainingConfig):
     reward_workers: int = Field(2, ge=1)
     reward_timeout_s: float = Field(5.0, gt=0)
     save_every: int = Field(100, ge=1)
+    eval_every: int = Field(0, ge=0, description="greedy accuracy on a fixed held-out subset every N steps (0 = off)")
+    eval_items: int = Field(64, ge=1, description="size of that fixed subset (spread evenly over sources)")
     out_dir: OutDir = "models/grpo"
 
     @model_validator(mode="after")

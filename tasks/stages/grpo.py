@@ -10,6 +10,13 @@ metric history; the stage resumes from the newest one automatically and keeps th
 Metrics go to MLflow every ``log_every`` steps (the curriculum every step), a completions table
 every ``20 * log_every`` steps; ``plots/grpo_train.csv`` and ``plots/curriculum.{csv,png}`` and
 ``metrics/grpo.json`` are the DVC outputs beside ``models/grpo``.
+
+With ``eval_every`` > 0, rank 0 evaluates greedy accuracy on a fixed subset of the held-out split
+(``eval_subset``: the first ``eval_items`` ids, spread evenly over sources) every N steps and at the
+last step, with the evaluate stage's harness (``heldout_accuracy``), logged as ``eval/accuracy``
+curves and an ``eval_accuracy`` column of ``plots/grpo_train.csv``. The harness takes no sampler and
+has its own (unused: greedy) generator, so it never touches the curriculum or the training RNG
+streams; off by default.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import torch
 
 from tasks import distributed
 from tasks.config import Params, stage_cli
+from tasks.evaluation.harness import heldout_accuracy
 from tasks.grpo.checkpoint import (
     CKPT_ROOT,
     latest_checkpoint,
@@ -48,10 +56,21 @@ from tasks.tracking import rank_zero_run
 ROW_COLUMNS = ("id", "source", "prompt", "answer", "difficulty", "tests", "rewards")
 
 
+def eval_subset(path: str, items: int) -> list[dict]:
+    """A fixed, small slice of the held-out split: per source the first ids, ``items`` in all."""
+    df = load_rows_frame(path).sort_values("id", kind="stable")
+    per = max(1, items // df["source"].nunique())
+    return df.groupby("source", sort=True).head(per).to_dict("records")
+
+
+def load_rows_frame(path: str) -> pd.DataFrame:
+    df = pd.read_parquet(path)
+    return df[[c for c in ROW_COLUMNS if c in df.columns]]
+
+
 def load_rows(path: str) -> list[dict]:
     """The RL prompts with the columns rewards and samplers read (``tests``/``rewards`` when present)."""
-    df = pd.read_parquet(path)
-    return df[[c for c in ROW_COLUMNS if c in df.columns]].to_dict("records")
+    return load_rows_frame(path).to_dict("records")
 
 
 @dataclass
@@ -92,7 +111,7 @@ def build(params: Params, rows: list[dict], model_dir: str) -> Trainer:
 
 
 def loop(t: Trainer, params: Params, rows: list[dict], start: int, history: list[dict], ckpt_dir: Path, run,
-         executor: RewardExecutor) -> float:
+         executor: RewardExecutor, eval_rows: list[dict] | None = None) -> float:
     """Steps ``start..steps-1``: train, log, checkpoint. Appends to ``history``; returns the wall time."""
     cfg = params.grpo
     bar = progress(range(start, cfg.steps), "grpo", initial=start, total=cfg.steps, disable=t.rank > 0)
@@ -108,6 +127,11 @@ def loop(t: Trainer, params: Params, rows: list[dict], start: int, history: list
             run.log_metrics(metrics, step)
         else:  # the curriculum is logged every step: its probabilities move step by step
             run.log_metrics({k: v for k, v in metrics.items() if k.startswith("curriculum/")}, step)
+        if eval_rows and t.rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps - 1):
+            acc, per = heldout_accuracy(distributed.unwrap(t.model), t.tokenizer, eval_rows, executor,
+                                        cfg.max_new_tokens, model_cfg=params.model)
+            history[-1]["eval_accuracy"] = acc
+            run.log_metrics({"eval/accuracy": acc, **{f"eval/accuracy/{s}": v for s, v in per.items()}}, step)
         if step % (cfg.log_every * 20) == 0:  # a sample of completions, for reading
             run.log_table(completions_table(seen), f"completions/step_{step:06d}.json")
         if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
@@ -144,7 +168,9 @@ def write_outputs(params: Params, history: list[dict], wall: float, run) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, params = stage_cli(__doc__, argv, {"data": "data/curated/rl.parquet", "model": "models/sft"})
+    args, params = stage_cli(
+        __doc__, argv, {"data": "data/curated/rl.parquet", "model": "models/sft", "eval_data": "data/curated/eval.parquet"}
+    )
     cfg = params.grpo
     if (code := distributed.maybe_relaunch("tasks.stages.grpo", argv, cfg.scale)) is not None:
         return code
@@ -169,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     ) as executor:
         run.log_input_files([args.data])
         run.set_tags({"resumed_from_step": start})
-        wall = loop(t, params, rows, start, history, ckpt_dir, run, executor)
+        eval_rows = eval_subset(args.eval_data, cfg.eval_items) if cfg.eval_every else None
+        wall = loop(t, params, rows, start, history, ckpt_dir, run, executor, eval_rows)
         distributed.save_pretrained(t.model, t.tokenizer, cfg.out_dir, t.peft_model)
         run.log_metrics({"wall_s": wall})
         if t.world > 1:  # the curriculum state and the weights must agree on every rank

@@ -97,8 +97,18 @@ def check_stage_outputs(p: Path) -> None:
     assert d["ci95_low"] <= d["diff"] <= d["ci95_high"]
     # the paired difference of mean-over-source accuracies is the difference of the two accuracies
     assert d["diff"] == pytest.approx(ev["grpo"]["accuracy"] - ev["sft"]["accuracy"], abs=1e-12)
-    assert "GRPO - SFT" in (p / "reports/eval.md").read_text()
-    assert (p / "reports/eval_per_source.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (p / "reports/eval.md").read_text()
+    assert "| grpo_vs_sft |" in md and "value [95% CI]" in md and f"`{ev['grpo']['spec_hash']}`" in md
+    for m in ("base", "sft", "grpo"):  # every headline has a CI; one spec for all; samples on disk
+        r = ev[m]
+        assert {"accuracy", "mean@2", "pass@2", "maj@2", "format_rate", "truncation_rate", "p95_length"} <= set(r["ci95"])
+        assert r["ci95"]["accuracy"][0] <= r["accuracy"] <= r["ci95"]["accuracy"][1]
+        assert r["spec_hash"] == ev["base"]["spec_hash"]
+        lines = (p / "reports/samples" / f"{m}.jsonl").read_text().splitlines()
+        assert len(lines) == 20 * (1 + params.evaluate.n_samples)
+    assert ev["gate"]["decision"] in ("promoted", "kept") and ev["gate"]["against"] == "sft"
+    for png in ("eval_per_source.png", "eval_headline.png"):
+        assert (p / "reports" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bars = pd.read_csv(p / "plots/eval_per_source.csv")
     assert list(bars.columns) == ["model", "source", "accuracy"] and len(bars) == 6
 
@@ -141,6 +151,8 @@ def check_tracking(p: Path, params, ev: dict) -> None:
     name = params.tracking.registered_model
     version = client.get_model_version_by_alias(name, "challenger")
     assert version.run_id == runs["evaluate"].info.run_id
+    assert version.tags["gate.decision"] == ev["gate"]["decision"] and version.tags["eval.spec_hash"] == ev["grpo"]["spec_hash"]
+    assert "git.commit" in version.tags and "model.digest" in version.tags
 
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)

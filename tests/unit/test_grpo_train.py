@@ -539,13 +539,14 @@ def test_evaluation_leaves_the_sampler_alone(policy, tokenizer, rows, executor):
     for step in range(2):
         train_step(step, m, None, tokenizer, rows, sampler, cfg, opt, executor, gen)
     state, probs, arms = copy.deepcopy(sampler.state_dict()), sampler.probabilities(), sampler.arm_stats()
-    gen_state = gen.get_state()
+    gen_state, global_state = gen.get_state(), torch.get_rng_state()
 
     eval_rows = [{k: r[k] for k in ROW_KEYS} for f in ("add_2d", "sub_2d") for r in generate_family(f, 3, 1)]
     acc, per = heldout_accuracy(m, tokenizer, eval_rows, executor, 8)
     assert set(per) == {"add_2d", "sub_2d"} and 0.0 <= acc <= 1.0
     assert sampler.state_dict() == state and sampler.probabilities() == probs and sampler.arm_stats() == arms
     assert torch.equal(gen.get_state(), gen_state)  # nor does it draw from the training generator
+    assert torch.equal(torch.get_rng_state(), global_state)  # or torch's global stream (grpo.eval_every)
 
     train_step(2, m, None, tokenizer, rows, sampler, cfg, opt, executor, gen)
     assert sampler.state_dict() != state and sampler.probabilities() != probs
