@@ -67,7 +67,8 @@ def mlflow_link(tracking_uri: str, parent_run_id: str, experiment: str) -> None:
         )
     else:  # a local store has no URL until `make ui` serves it
         create_markdown_artifact(
-            f"# MLflow parent run\n\nRun `{parent_run_id}` in experiment `{experiment}` of `{tracking_uri}`.\n\n"
+            f"# MLflow parent run\n\nRun `{parent_run_id}` in experiment `{experiment}` "
+            f"of `{tracking_uri}`.\n\n"
             "Open it with `make ui` (MLflow UI on http://127.0.0.1:5000).\n",
             key="mlflow-run",
         )

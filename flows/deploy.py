@@ -9,8 +9,9 @@ they come from a schedule, the UI's Run button or the API. Keep the server local
     PREFECT_API_URL=http://127.0.0.1:4200/api make serve         # terminal 2
 
 ``--only NAME`` serves one deployment; ``--interval S`` replaces the scheduled deployments'
-schedules with one every S seconds (to watch a schedule work without waiting for 03:00). Without ``PREFECT_API_URL`` there is
-no server to register with, so this exits with that message instead of serving a throwaway one.
+schedules with one every S seconds (to watch a schedule work without waiting for 03:00). Without
+``PREFECT_API_URL`` there is no server to register with, so this exits with that message instead of
+serving a throwaway one.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if not os.environ.get("PREFECT_API_URL"):
         sys.exit(
-            "PREFECT_API_URL is not set: start `make ui` (or `prefect server start --host 127.0.0.1`) and set "
+            "PREFECT_API_URL is not set: start `make ui` (or `prefect server start --host 127.0.0.1`) "
+            "and set "
             "PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
     repo = Path(args.repo).resolve()

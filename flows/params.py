@@ -51,7 +51,8 @@ SECTION_TITLES = {
 DESCRIPTIONS = {
     "seed": "random seed of this stage",
     "sources": "where the rows come from: the synthetic suite and/or GSM8K-format files",
-    "sampler": "prompt curriculum: uniform, dump (UCB over |advantage|), prioritized (by failure rate), static",
+    "sampler": "prompt curriculum: uniform, dump (UCB over |advantage|), prioritized (by failure rate), "
+    "static",
     "rewards": "reward functions and their weights (the reward is the weighted sum)",
     "lr": "peak learning rate",
     "prompts_per_step": "prompts sampled per step (each gets group_size completions)",

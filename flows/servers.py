@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     with prefect, mlflow:
         print(
-            f"Prefect UI  {prefect.url}   (serve the deployments: PREFECT_API_URL={prefect.url}/api make serve)"
+            f"Prefect UI  {prefect.url}   "
+            f"(serve the deployments: PREFECT_API_URL={prefect.url}/api make serve)"
         )
         print(f"MLflow UI   {mlflow.url}   logs in {home}; Ctrl-C stops both", flush=True)
         try:

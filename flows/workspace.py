@@ -49,7 +49,10 @@ def workspace_lock(root: Path, logger) -> Iterator[None]:
     ensure_limit(name)
     t0 = time.monotonic()
     # Say why we wait when the slot is not ours within 2 s (acquiring itself just blocks).
-    why = "waiting: another run holds %s, the one-run-at-a-time limit of workspace %s; this run starts when it ends"
+    why = (
+        "waiting: another run holds %s, the one-run-at-a-time limit of workspace %s; "
+        "this run starts when it ends"
+    )
     notice = threading.Timer(2.0, logger.info, args=(why, name, root))
     notice.start()
     try:

@@ -109,7 +109,9 @@ def _cat(parts, like):
     """Concatenate weights or biases along dim 0 (None: all absent; a missing bias is zeros)."""
     if all(b is None for b in parts[1]):
         return torch.cat(parts[0]), None
-    return torch.cat(parts[0]), torch.cat([b if b is not None else like.new_zeros(w.shape[0]) for w, b in zip(*parts)])
+    return torch.cat(parts[0]), torch.cat(
+        [b if b is not None else like.new_zeros(w.shape[0]) for w, b in zip(*parts)]
+    )
 
 
 class LeanDecoder:
@@ -125,15 +127,30 @@ class LeanDecoder:
         self.d = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.eps, self.capacity, self.gqa = cfg.rms_norm_eps, capacity, self.nkv != self.nh
         self.scale = self.d**-0.5
-        self.embed, self.final_norm, self.head = model.model.embed_tokens.weight, model.model.norm.weight, model.lm_head
+        self.embed, self.final_norm, self.head = (
+            model.model.embed_tokens.weight,
+            model.model.norm.weight,
+            model.lm_head,
+        )
         self.layers = []
         for layer in model.model.layers:
             a, m = layer.self_attn, layer.mlp
             lins = [a.q_proj, a.k_proj, a.v_proj], [m.gate_proj, m.up_proj]
-            (wqkv, bqkv), (wgu, bgu) = (_cat(([x.weight for x in ls], [x.bias for x in ls]), a.q_proj.weight)
-                                        for ls in lins)
-            self.layers.append((layer.input_layernorm.weight, wqkv, bqkv, a.o_proj,
-                                layer.post_attention_layernorm.weight, wgu, bgu, m.down_proj))
+            (wqkv, bqkv), (wgu, bgu) = (
+                _cat(([x.weight for x in ls], [x.bias for x in ls]), a.q_proj.weight) for ls in lins
+            )
+            self.layers.append(
+                (
+                    layer.input_layernorm.weight,
+                    wqkv,
+                    bqkv,
+                    a.o_proj,
+                    layer.post_attention_layernorm.weight,
+                    wgu,
+                    bgu,
+                    m.down_proj,
+                )
+            )
         self.inv_freq = model.model.rotary_emb.inv_freq.float()
 
     def _norm(self, x, w):
@@ -184,8 +201,10 @@ class LeanDecoder:
         self.kv = torch.empty(len(self.layers), 2, b, self.nkv, self.capacity, self.d, device=dev)
         valid = torch.cat([mask.bool(), mask.new_ones(b, self.capacity - p, dtype=torch.bool)], 1)
         g = self.nh // self.nkv  # decode scores are [rows * kv_heads, group, columns]
-        self.bias = torch.zeros(b, self.nkv, g, self.capacity, device=dev).masked_fill_(~valid[:, None, None], -torch.inf)
-        pmask = (torch.ones(p, p, dtype=torch.bool, device=dev).tril() & mask.bool()[:, None, None, :])
+        self.bias = torch.zeros(b, self.nkv, g, self.capacity, device=dev).masked_fill_(
+            ~valid[:, None, None], -torch.inf
+        )
+        pmask = torch.ones(p, p, dtype=torch.bool, device=dev).tril() & mask.bool()[:, None, None, :]
         pmask |= torch.eye(p, dtype=torch.bool, device=dev)
 
         def write(i, kv):  # kv [B*P, 2 kv_heads, d] -> cache columns :p
@@ -197,7 +216,9 @@ class LeanDecoder:
             out = F.scaled_dot_product_attention(q, k, v, pmask, scale=self.scale, enable_gqa=self.gqa)
             return out.transpose(1, 2).reshape(b * p, self.nh * self.d)
 
-        x = self._layers(F.embedding(ids.reshape(-1), self.embed), self.rope[positions.reshape(-1)], write, attend)
+        x = self._layers(
+            F.embedding(ids.reshape(-1), self.embed), self.rope[positions.reshape(-1)], write, attend
+        )
         return self._logits(x.view(b, p, -1)[:, -1])
 
     def select(self, keep: torch.Tensor) -> None:
@@ -220,7 +241,10 @@ class LeanDecoder:
                 self._compact()
         live, n, col = self.live, self.nbuf, self.width + t
         if live is not None:  # finished rows in the buffer are fed a pad token
-            tok, pos = tok.new_zeros(n).index_copy_(0, live, tok), pos.new_zeros(n, 1).index_copy_(0, live, pos)
+            tok, pos = (
+                tok.new_zeros(n).index_copy_(0, live, tok),
+                pos.new_zeros(n, 1).index_copy_(0, live, pos),
+            )
         self.t = t + 1
         kvb, bias = self.kv[:, :, :n], self.bias[..., : col + 1].view(n * self.nkv, -1, col + 1)
 
@@ -228,7 +252,10 @@ class LeanDecoder:
             kvb[i, :, :, :, col] = kv.view(n, 2, self.nkv, self.d).transpose(0, 1)
 
         def attend(i, q):
-            k, v = kvb[i, 0, :, :, : col + 1].reshape(n * self.nkv, col + 1, self.d), kvb[i, 1, :, :, : col + 1]
+            k, v = (
+                kvb[i, 0, :, :, : col + 1].reshape(n * self.nkv, col + 1, self.d),
+                kvb[i, 1, :, :, : col + 1],
+            )
             s = torch.baddbmm(bias, q.reshape(n * self.nkv, -1, self.d), k.transpose(1, 2), alpha=self.scale)
             return torch.bmm(torch.softmax(s, -1), v.reshape(n * self.nkv, col + 1, self.d)).view(n, -1)
 

@@ -25,12 +25,18 @@ def add_adapters(model, cfg: LoraConfig):
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    missing = [m for m in cfg.target_modules if not any(n.split(".")[-1] == m for n, _ in model.named_modules())]
+    missing = [
+        m for m in cfg.target_modules if not any(n.split(".")[-1] == m for n, _ in model.named_modules())
+    ]
     if missing:
         raise ValueError(f"lora.target_modules: no module named {missing[0]!r} in {type(model).__name__}")
     peft_cfg = PeftLoraConfig(
-        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
-        task_type="CAUSAL_LM", bias="none",
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        task_type="CAUSAL_LM",
+        bias="none",
     )
     return get_peft_model(model, peft_cfg)
 

@@ -35,6 +35,17 @@ class _Lines:
 def progress(iterable, desc: str, disable: bool = False, **kwargs: Any) -> tqdm:
     """A step bar on stderr: tqdm's in a terminal, periodic plain lines elsewhere."""
     if sys.stderr.isatty():
-        return tqdm(iterable, desc=desc, unit="step", file=sys.stderr, mininterval=1.0, disable=disable, **kwargs)
-    return tqdm(iterable, desc=desc, unit="step", file=_Lines(sys.stderr), mininterval=LOG_EVERY_S, disable=disable,
-                bar_format=PLAIN, ascii=True, **kwargs)
+        return tqdm(
+            iterable, desc=desc, unit="step", file=sys.stderr, mininterval=1.0, disable=disable, **kwargs
+        )
+    return tqdm(
+        iterable,
+        desc=desc,
+        unit="step",
+        file=_Lines(sys.stderr),
+        mininterval=LOG_EVERY_S,
+        disable=disable,
+        bar_format=PLAIN,
+        ascii=True,
+        **kwargs,
+    )

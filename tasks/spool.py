@@ -9,11 +9,11 @@ run, params, metrics, tags, artifacts, the final status) becomes an *op*:
 - One background thread delivers the ops in order. Each HTTP request has a short timeout and no
   inner retries (:data:`HTTP_ENV`, unless the user set them), so one attempt costs seconds, not
   MLflow's default minutes of back-off. Consecutive params/metrics/tags calls are merged into one
-  request (within MLflow's batch limits), so a backlog drains quickly. A failed attempt is retried with back-off (1 s doubling to
-  15 s); the first failure and the recovery are printed ("tracking: ... unreachable ... spooling",
-  "tracking: ... back"). A delivered op is marked in the journal (a watermark), so a replay never
-  sends it twice. An op the server *refuses* (a 4xx: a bad value) is dropped with a warning rather
-  than retried forever.
+  request (within MLflow's batch limits), so a backlog drains quickly. A failed attempt is retried
+  with back-off (1 s doubling to 15 s); the first failure and the recovery are printed ("tracking:
+  ... unreachable ... spooling", "tracking: ... back"). A delivered op is marked in the journal (a
+  watermark), so a replay never sends it twice. An op the server *refuses* (a 4xx: a bad value) is
+  dropped with a warning rather than retried forever.
 - ``close`` (end of the stage) gives the thread ``flush_s`` seconds (default 60,
   ``R1FLOW_TRACKING_FLUSH_S``) to deliver what is left. What is then still pending stays in the
   journal and the stage says so: ``python -m tasks.tracking flush`` delivers it later. A journal
@@ -99,7 +99,10 @@ class Spool:
     # ------------------------------------------------------------------ the training thread's side
     def submit(self, op: dict[str, Any]) -> None:
         """Record ``op`` (journal first, then the queue); never waits for the server."""
-        if op["kind"] in ("artifact", "artifacts"):  # the file may change or vanish before delivery: keep a copy
+        if op["kind"] in (
+            "artifact",
+            "artifacts",
+        ):  # the file may change or vanish before delivery: keep a copy
             dst = self.dir / "artifacts" / str(len(self._ops)) / Path(op["path"]).name
             dst.parent.mkdir(parents=True, exist_ok=True)
             (shutil.copytree if op["kind"] == "artifacts" else shutil.copy2)(op["path"], dst)
@@ -190,7 +193,8 @@ class Spool:
             return self._went_down(e)
         if self._down_since is not None and self._sent + n == len(self._ops):
             _say(
-                f"{self.uri} is back after {time.monotonic() - self._down_since:.0f}s; pending calls delivered"
+                f"{self.uri} is back after {time.monotonic() - self._down_since:.0f}s; "
+                "pending calls delivered"
             )
             self._down_since = None
         self.delivered += n
@@ -255,11 +259,22 @@ def apply_op(client, spool: Spool, op: dict[str, Any]) -> None:
     elif kind == "inputs":  # datasets with their md5 (tasks.tracking.StageRun.log_input_files)
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
-        client.log_inputs(spool.run_id, datasets=[
-            DatasetInput(Dataset(name=d["name"], digest=d["digest"], source_type="local", source=d["source"],
-                                 profile=d["profile"]), tags=[InputTag("mlflow.data.context", d["context"])])
-            for d in op["datasets"]
-        ])
+        client.log_inputs(
+            spool.run_id,
+            datasets=[
+                DatasetInput(
+                    Dataset(
+                        name=d["name"],
+                        digest=d["digest"],
+                        source_type="local",
+                        source=d["source"],
+                        profile=d["profile"],
+                    ),
+                    tags=[InputTag("mlflow.data.context", d["context"])],
+                )
+                for d in op["datasets"]
+            ],
+        )
     elif kind == "artifact":
         client.log_artifact(spool.run_id, op["path"], op.get("artifact_path"))
     elif kind == "artifacts":  # a folder

@@ -64,7 +64,10 @@ def git_tags() -> dict[str, str]:
         except (OSError, subprocess.TimeoutExpired):
             return ""
 
-    return {"git.commit": git("rev-parse", "HEAD") or "none", "git.dirty": str(bool(git("status", "--porcelain")))}
+    return {
+        "git.commit": git("rev-parse", "HEAD") or "none",
+        "git.dirty": str(bool(git("status", "--porcelain"))),
+    }
 
 
 def md5(path: str | Path) -> str:
@@ -87,7 +90,9 @@ def lineage_tags() -> dict[str, str]:
 def start_parent(cfg: TrackingConfig, name: str, tags: dict[str, str] | None = None) -> str:
     """Open the pipeline's parent run and return its id (callers export it as PARENT_ENV)."""
     c = client(cfg)
-    run = c.create_run(experiment_id(cfg), run_name=name, tags={"r1flow.kind": "pipeline", **lineage_tags(), **(tags or {})})
+    run = c.create_run(
+        experiment_id(cfg), run_name=name, tags={"r1flow.kind": "pipeline", **lineage_tags(), **(tags or {})}
+    )
     return run.info.run_id
 
 
@@ -136,8 +141,16 @@ class StageRun:
         digests = {Path(p): md5(p) for p in paths if Path(p).is_file()}
         self.set_tags({f"input.{p.name}.md5": d for p, d in digests.items()})
         if digests:
-            datasets = [{"name": p.name, "digest": d, "source": str(p.resolve()), "profile": _profile(p),
-                         "context": p.stem} for p, d in digests.items()]
+            datasets = [
+                {
+                    "name": p.name,
+                    "digest": d,
+                    "source": str(p.resolve()),
+                    "profile": _profile(p),
+                    "context": p.stem,
+                }
+                for p, d in digests.items()
+            ]
             self.spool.submit({"kind": "inputs", "datasets": datasets})
 
     def set_tags(self, tags: dict[str, str]) -> None:
@@ -226,11 +239,16 @@ def _cli(argv: list[str]) -> int:
         end_run(cfg, argv[1], "FINISHED" if argv[2] == "0" else "FAILED")
         return 0
     if argv[:1] == ["flush"]:  # deliver what stages spooled while the server was down
-        dirs = [Path(a) for a in argv[1:]] or sorted(p for p in spool_root().glob("*") if (p / "journal.jsonl").is_file())
+        dirs = [Path(a) for a in argv[1:]] or sorted(
+            p for p in spool_root().glob("*") if (p / "journal.jsonl").is_file()
+        )
         left = sum(Spool.replay(d) for d in dirs)
         print(f"{len(dirs)} journal(s); {left} call(s) still pending")
         return 1 if left else 0
-    print("usage: python -m tasks.tracking open | close RUN_ID EXIT_CODE | flush [SPOOL_DIR...]", file=sys.stderr)
+    print(
+        "usage: python -m tasks.tracking open | close RUN_ID EXIT_CODE | flush [SPOOL_DIR...]",
+        file=sys.stderr,
+    )
     return 2
 
 

@@ -37,10 +37,35 @@ from tasks.config.sft import SFTConfig
 from tasks.config.training import LoraConfig, ScaleConfig, TrainingConfig
 
 __all__ = [
-    "ANSWER_CLOSE", "ANSWER_OPEN", "PARAMS_FILE", "SYNTHETIC_FAMILIES", "THINK_CLOSE", "THINK_OPEN", "ConfigError",
-    "CurateConfig", "CurriculumConfig", "EvaluateConfig", "GRPOConfig", "GateBounds", "Gsm8kSource", "LoraConfig",
-    "ModelConfig", "Params", "PromptConfig", "SYSTEM_PROMPT", "SFTConfig", "ScaleConfig", "Source", "Strict",
-    "SyntheticSource", "TinyModel", "TrackingConfig", "TrainingConfig", "apply_overrides", "load_params", "stage_cli",
+    "ANSWER_CLOSE",
+    "ANSWER_OPEN",
+    "PARAMS_FILE",
+    "SYNTHETIC_FAMILIES",
+    "THINK_CLOSE",
+    "THINK_OPEN",
+    "ConfigError",
+    "CurateConfig",
+    "CurriculumConfig",
+    "EvaluateConfig",
+    "GRPOConfig",
+    "GateBounds",
+    "Gsm8kSource",
+    "LoraConfig",
+    "ModelConfig",
+    "Params",
+    "PromptConfig",
+    "SYSTEM_PROMPT",
+    "SFTConfig",
+    "ScaleConfig",
+    "Source",
+    "Strict",
+    "SyntheticSource",
+    "TinyModel",
+    "TrackingConfig",
+    "TrainingConfig",
+    "apply_overrides",
+    "load_params",
+    "stage_cli",
 ]
 
 PARAMS_FILE = Path("params.yaml")
@@ -68,7 +93,9 @@ def _format_error(err: ValidationError, source: str) -> str:
         # Drop discriminator tags (e.g. 'synthetic') pydantic inserts into union locations.
         loc = ".".join(str(p) for p in e["loc"] if p not in ("synthetic", "gsm8k"))
         # A whole section as "input" (from a cross-field check) is noise; quote only leaf values.
-        got = "" if e["type"] == "missing" or isinstance(e.get("input"), dict) else f" (got {e.get('input')!r})"
+        got = (
+            "" if e["type"] == "missing" or isinstance(e.get("input"), dict) else f" (got {e.get('input')!r})"
+        )
         lines.append(f"{source}: {loc or '<root>'}: {e['msg']}{got}")
     return "\n".join(lines)
 
@@ -121,7 +148,9 @@ def stage_cli(doc: str, argv: list[str] | None, inputs: dict[str, str] | None = 
 
     ap = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
     ap.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
-    ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. grpo.lr=1e-5")
+    ap.add_argument(
+        "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. grpo.lr=1e-5"
+    )
     for flag, default in (inputs or {}).items():
         ap.add_argument(f"--{flag}", default=default, help=f"default: {default}")
     args = ap.parse_args(argv)

@@ -11,7 +11,7 @@ from tasks.config.curate import ColumnMap
 
 
 class EvalSet(Strict):
-    """A benchmark file or hub dataset evaluated beside the held-out split (tasks/evaluation/benchmarks.py)."""
+    """A benchmark file or hub dataset evaluated beside the held-out split (tasks/evaluation/benchmarks)."""
 
     kind: Literal["gsm8k", "math", "numina", "mbpp", "aime", "columns"]
     path: str = Field(description="local .jsonl/.parquet/.csv, a dataset directory, or a hub dataset id")

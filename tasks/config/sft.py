@@ -13,7 +13,9 @@ class SFTConfig(TrainingConfig):
     weight_decay: float = Field(0.0, ge=0)
     max_length: int = Field(256, ge=8, description="tokens per trace (prompt + completion); longer is cut")
     drop_truncated: bool = Field(False, description="drop traces longer than max_length (else cut them)")
-    save_every: int = Field(200, ge=1, description="steps between checkpoints (a rerun resumes from the last)")
+    save_every: int = Field(
+        200, ge=1, description="steps between checkpoints (a rerun resumes from the last)"
+    )
     out_dir: OutDir = "models/sft"
 
     @model_validator(mode="after")

@@ -3,14 +3,16 @@
 Choices:
 - ``normalise`` strips surrounding whitespace from every text field, applies Unicode NFKC (so
   full-width digits and ligatures compare equal to their plain forms) and collapses runs of spaces
-  and tabs inside the prompt to one space (none at a line end). Newlines are kept: they can carry meaning (lists, code).
+  and tabs inside the prompt to one space (none at a line end). Newlines are kept: they can carry
+  meaning (lists, code).
 - Dedup and decontamination key on the normalised prompt, so rows differing only in spacing or
   Unicode form are the same problem. The first occurrence wins, keeping the output deterministic.
 - Decontamination removes a train row when its prompt equals an eval prompt, or, for prompts longer
   than 50 characters, when it shares any 13-gram of words with any eval prompt (the usual rule from
-  the GPT-3 report; n and the length are configurable). Words are lowercase alphanumeric runs, so punctuation and case do not hide a
-  copy; figure code (``[asy]`` blocks) is left out, as shared drawing boilerplate. Short prompts (synthetic arithmetic) use exact match only: "12+7=" shares no 13-gram anyway
-  and a looser rule would be meaningless at that length.
+  the GPT-3 report; n and the length are configurable). Words are lowercase alphanumeric runs, so
+  punctuation and case do not hide a copy; figure code (``[asy]`` blocks) is left out, as shared
+  drawing boilerplate. Short prompts (synthetic arithmetic) use exact match only: "12+7=" shares no
+  13-gram anyway and a looser rule would be meaningless at that length.
 - Eval wins every collision: train rows are removed, eval rows never are (except its own dups).
 - Benchmarks named in config (a user's GSM8K test, MATH test, AIME files) are references like the
   eval split: a train row matching one is removed and the (train id, benchmark item) pair reported.

@@ -1,4 +1,4 @@
-"""Reading raw records from a source: local ``.jsonl`` / ``.parquet`` / ``.csv``, a dataset directory, or the hub.
+"""Reading raw records: local ``.jsonl`` / ``.parquet`` / ``.csv``, a dataset directory, or the hub.
 
 Every record comes with ``where``, the place a person looks to fix it: ``file:line`` for jsonl and
 csv, ``file:row N`` for parquet and ``id@sha[split]:row N`` for hub data. A record that cannot be

@@ -257,7 +257,8 @@ def check_split(
         )
     else:
         # one suite per split and settings in the docs (a name GX knows maps to exactly one suite)
-        name = f"curated-{split_name}-{hash((limits, tuple(sorted(set(known_sources))), columns)) & 0xFFFFFF:06x}"
+        key = hash((limits, tuple(sorted(set(known_sources))), columns)) & 0xFFFFFF
+        name = f"curated-{split_name}-{key:06x}"
         suite = build_suite(
             limits, tuple(sorted(set(known_sources))), split_name == "sft", COLUMNS + columns, name
         )

@@ -128,8 +128,12 @@ class DumpSampler(_ArmSampler):
 
     def __init__(self, sources: list[str], seed: int, cfg: CurriculumConfig):
         super().__init__(sources, seed, cfg)
-        self.abs_adv: dict[str, deque[float]] = {a: deque(maxlen=cfg.window) for a in self.arms}  # one per rollout
-        self.acc: dict[str, deque[float]] = {a: deque(maxlen=cfg.window) for a in self.arms}  # its group's accuracy
+        self.abs_adv: dict[str, deque[float]] = {
+            a: deque(maxlen=cfg.window) for a in self.arms
+        }  # one per rollout
+        self.acc: dict[str, deque[float]] = {
+            a: deque(maxlen=cfg.window) for a in self.arms
+        }  # its group's accuracy
         self.prompts = dict.fromkeys(self.arms, 0)  # n_j
         self.rollouts = dict.fromkeys(self.arms, 0)
 

@@ -18,10 +18,14 @@ def plot_probabilities(probs: pd.DataFrame, out: Path, title: str = "") -> Path:
     matplotlib.use("Agg")  # no display; safe in workers and CI
     import matplotlib.pyplot as plt
 
-    wide = probs.pivot_table(index="step", columns="source", values="probability", aggfunc="mean").sort_index()
+    wide = probs.pivot_table(
+        index="step", columns="source", values="probability", aggfunc="mean"
+    ).sort_index()
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
     if not wide.empty:
-        ax.stackplot(wide.index, [wide[c].to_numpy() for c in wide.columns], labels=list(wide.columns), alpha=0.9)
+        ax.stackplot(
+            wide.index, [wide[c].to_numpy() for c in wide.columns], labels=list(wide.columns), alpha=0.9
+        )
         ax.set_xlim(wide.index.min(), max(wide.index.max(), wide.index.min() + 1))
     ax.set_ylim(0, 1)
     ax.set_xlabel("GRPO step")

@@ -36,12 +36,13 @@ Choices, and why:
   bnpo/dapo weigh every token equally; dr_grpo divides by a constant so that neither the
   completion's length nor the batch's token count rescales the gradient.
 - bnpo vs dapo: both are token means, and they are identical with one micro-batch. Under gradient
-  accumulation bnpo normalises each micro-batch by its own token count (the caller then averages
-  the micro-batch losses, dividing by the number of micro-batches, which under dynamic sampling
-  can differ from grad_accum), so tokens of a micro-batch with few tokens weigh more; dapo divides by the step's global token count N (``num_items_in_batch``, summed over every
-  micro-batch before the first backward), so the micro-batch losses are *summed* (no division by
-  grad_accum) and equal the token mean of the whole step. grpo and dr_grpo, like bnpo, return
-  micro-batch means that the caller averages.
+  accumulation bnpo normalises each micro-batch by its own token count (the caller then averages the
+  micro-batch losses, dividing by the number of micro-batches, which under dynamic sampling can
+  differ from grad_accum), so tokens of a micro-batch with few tokens weigh more; dapo divides by
+  the step's global token count N (``num_items_in_batch``, summed over every micro-batch before the
+  first backward), so the micro-batch losses are *summed* (no division by grad_accum) and equal the
+  token mean of the whole step. grpo and dr_grpo, like bnpo, return micro-batch means that the
+  caller averages.
 - A row whose mask is all zero (a truncated completion dropped by ``mask_truncated``) adds 0 to
   every aggregation and never a NaN. For grpo it still counts in B: the weight of every other
   sequence stays 1/B whatever the truncation rate (dropping a completion removes its gradient and
@@ -177,7 +178,10 @@ def policy_loss(
 
 
 def aggregate(
-    per_token: torch.Tensor, valid: torch.Tensor, loss_type: str, max_completion_length: int | None = None,
+    per_token: torch.Tensor,
+    valid: torch.Tensor,
+    loss_type: str,
+    max_completion_length: int | None = None,
     num_items_in_batch: float | None = None,
 ) -> torch.Tensor:
     """The ``loss_type`` aggregation of per-token losses over the valid slots (module docstring)."""
@@ -195,7 +199,8 @@ def aggregate(
             )
         if per_token.shape[1] > max_completion_length:
             raise ValueError(
-                f"max_completion_length={max_completion_length} is shorter than the {per_token.shape[1]} token"
+                f"max_completion_length={max_completion_length} is shorter than the "
+                f"{per_token.shape[1]} token"
                 " slots of logp: it must be the generation limit (max_new_tokens)"
             )
         return total / (per_token.shape[0] * max_completion_length)

@@ -83,8 +83,12 @@ SAMPLERS = ("uniform", "dump", "prioritized", "static")
 
 
 def build_sampler(
-    name: str, sources: list[str], seed: int, cfg: CurriculumConfig | None = None,
-    difficulties: list[int] | None = None, ids: list | None = None,
+    name: str,
+    sources: list[str],
+    seed: int,
+    cfg: CurriculumConfig | None = None,
+    difficulties: list[int] | None = None,
+    ids: list | None = None,
 ) -> PromptSampler:
     """A sampler over the RL rows: row i has sources[i], difficulties[i] (for static) and ids[i] (for
     prioritized at level "prompt")."""

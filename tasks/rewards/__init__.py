@@ -86,6 +86,16 @@ def combine(per_reward: Mapping[str, list[float | None]], weights: Mapping[str, 
 
 
 __all__ = [
-    "REWARDS", "GoldParseError", "RewardFn", "accuracy", "applicable_mean", "code_binary", "code_reward", "combine",
-    "format_reward", "length_reward", "tag_count", "zero_if_none",
+    "REWARDS",
+    "GoldParseError",
+    "RewardFn",
+    "accuracy",
+    "applicable_mean",
+    "code_binary",
+    "code_reward",
+    "combine",
+    "format_reward",
+    "length_reward",
+    "tag_count",
+    "zero_if_none",
 ]

@@ -106,6 +106,9 @@ class SandboxUnavailable(RuntimeError):
     """A piece the sandbox needs is missing; the message names it and how to get it."""
 
 
+_PROBE_PATHS = "import sys, sysconfig; print(sys.executable); print(sysconfig.get_path('stdlib'))"
+
+
 @functools.lru_cache(maxsize=1)
 def bwrap_path() -> str:
     path = shutil.which("bwrap")
@@ -121,7 +124,7 @@ def bwrap_path() -> str:
 def visible_paths(python: str) -> tuple[str, ...]:
     """The files the sandbox sees: the interpreter, its stdlib and every shared library they load."""
     out = subprocess.run(
-        [python, "-I", "-S", "-c", "import sys, sysconfig; print(sys.executable); print(sysconfig.get_path('stdlib'))"],
+        [python, "-I", "-S", "-c", _PROBE_PATHS],
         capture_output=True, text=True, check=True,
     ).stdout.split("\n")  # fmt: skip
     exe, stdlib = os.path.realpath(out[0]), out[1]

@@ -96,9 +96,13 @@ class ScoreResult:
         return {f"reward/{name}": applicable_mean(v) for name, v in self.per_reward.items()} | self.counts()
 
     def counts(self) -> dict[str, float]:
-        """Items that timed out, raised, were too long to send (oversize), or that no requested reward applied to."""
-        return {"reward/timeouts": self.timeouts, "reward/errors": self.errors, "reward/not_applicable": self.not_applicable,
-                "reward/oversize": self.oversize}
+        """Items that timed out, raised, were too long to send (oversize), or no requested reward fits."""
+        return {
+            "reward/timeouts": self.timeouts,
+            "reward/errors": self.errors,
+            "reward/not_applicable": self.not_applicable,
+            "reward/oversize": self.oversize,
+        }
 
 
 @dataclass(eq=False)  # identity semantics: two workers are never "equal"

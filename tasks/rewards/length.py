@@ -39,8 +39,10 @@ def overlong_penalty(n: int, max_tokens: int, cache: int) -> float:
     (0.0, -1.0)
     """
     if n < 0 or max_tokens < 1 or not 0 <= cache <= max_tokens:
-        raise ValueError(f"overlong_penalty: need n >= 0, max_tokens >= 1, 0 <= cache <= max_tokens "
-                         f"(got n={n}, max_tokens={max_tokens}, cache={cache})")
+        raise ValueError(
+            f"overlong_penalty: need n >= 0, max_tokens >= 1, 0 <= cache <= max_tokens "
+            f"(got n={n}, max_tokens={max_tokens}, cache={cache})"
+        )
     if n > max_tokens:
         return -1.0
     free = max_tokens - cache
@@ -54,12 +56,14 @@ def length_reward(completion: object, row: Mapping[str, Any]) -> float:
 
     >>> length_reward("...", {"completion_tokens": 60, "max_completion_tokens": 64, "overlong_cache": 16})
     -0.75
-    >>> length_reward("...", {"answer": "3"})
+    >>> length_reward("...", {"answer": "3"})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: length reward: row lacks completion_tokens (the trainer adds completion_tokens, max_completion_tokens, overlong_cache)
+    ValueError: length reward: row lacks completion_tokens (the trainer adds completion_tokens, ...)
     """
     for key in FIELDS:
         if key not in row:
             raise ValueError(f"length reward: row lacks {key} (the trainer adds {', '.join(FIELDS)})")
-    return overlong_penalty(int(row["completion_tokens"]), int(row["max_completion_tokens"]), int(row["overlong_cache"]))
+    return overlong_penalty(
+        int(row["completion_tokens"]), int(row["max_completion_tokens"]), int(row["overlong_cache"])
+    )

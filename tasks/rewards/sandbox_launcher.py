@@ -3,13 +3,13 @@
 syntax: it runs under the system interpreter, whatever its version.
 
 It sets the rlimits (hard = soft, so they cannot be raised), then runs the program and, for assert
-tests, the steps the parent planned (``tasks.rewards.asserts``): statements to ``exec`` and holes
-to ``eval``, each in the program's namespace. Every result goes to the result fd as one line
-``<step> <repr>`` (``<step>`` alone for an exec step; nothing for a step that raised). Values are
-written only if they are built-in values all the way down, through the built-in types' own
-methods (a subclass's ``__eq__`` or ``__repr__`` never runs; other objects are refused); the parent
-reads them back with ``ast.literal_eval``. Nothing here is a secret: the expected values never come into the sandbox,
-so a program that tampers with this launcher can only report values it made itself.
+tests, the steps the parent planned (``tasks.rewards.asserts``): statements to ``exec`` and holes to
+``eval``, each in the program's namespace. Every result goes to the result fd as one line ``<step>
+<repr>`` (``<step>`` alone for an exec step; nothing for a step that raised). Values are written
+only if they are built-in values all the way down, through the built-in types' own methods (a
+subclass's ``__eq__`` or ``__repr__`` never runs; other objects are refused); the parent reads them
+back with ``ast.literal_eval``. Nothing here is a secret: the expected values never come into the
+sandbox, so a program that tampers with this launcher can only report values it made itself.
 """
 
 # ruff: noqa: E401, I001, UP031
