@@ -1,39 +1,36 @@
 """The post-training pipeline as a Prefect flow that asks DVC to run each stage.
 
 DVC owns the DAG and the record of what is stale (``dvc.yaml``, ``params.yaml``, ``dvc.lock``);
-Prefect owns triggering (UI, API, schedules), retries, logs and artifacts. So this flow holds no
-copy of the DAG's logic:
+Prefect owns triggering (UI, API, schedules), retries, concurrency, logs and artifacts. So:
 
-- The task list is :func:`stage_order`, a topological sort of ``dvc.yaml`` (a stage depends on
-  another when one of its deps is, contains or lies inside one of the other's outs). Ties keep the
-  file's order, so the walk is deterministic. ``STAGES`` states the expected order; a test checks
-  the two agree and that the order respects ``dvc dag``.
-- One Prefect task per stage runs ``dvc repro --single-item <stage>`` in the repo. ``--single-item``
-  because the flow itself walks the stages in order; DVC still decides whether the stage changed,
-  so an unchanged stage is skipped exactly as under ``dvc repro`` and ``dvc.lock`` is the one
-  record. Tasks use ``NO_CACHE``: DVC is the only cache.
-- Overrides from the UI (``["grpo.lr=1e-4"]``) are validated by ``tasks.config.load_params`` first
-  (a bad key fails the flow before any stage runs), then the whole pipeline runs as one DVC
-  experiment, ``dvc exp run --temp -S ++key=value``. ``--temp`` runs it in a scratch copy so the
-  workspace ``params.yaml`` (which the nightly schedule reads) is left as it was; the result is an
-  experiment ref (``dvc exp show``, ``dvc exp apply <name>``). ``++`` is DVC's (Hydra's) "add or
-  override" so a key absent from ``params.yaml`` but defaulted by the config model can be set.
-  A temp experiment runs the committed tree plus changes to tracked files; untracked files are not
-  copied.
+- Parameters are typed (flows/params.py): a form of the settings people change most, with the
+  config models' types, descriptions and ``params.yaml``'s values as defaults, plus a free-form
+  ``params_overrides`` list (``grpo.lr=1e-4``) for everything else. Fields changed from their
+  defaults and the free-form list are validated together by ``tasks.config.load_params`` -- and
+  every output folder is checked (tasks/paths.py) -- before any stage runs: a bad value fails the
+  run with the key named.
+- Without changes, the stage order and status come from DVC itself (flows/dag.py): one Prefect
+  task per stage in DVC's topological order; a stage DVC reports up to date is skipped without
+  starting ``dvc repro``; any other runs ``dvc repro --single-item <stage>``, so ``dvc.lock`` is
+  the one record. Tasks use ``NO_CACHE``: DVC is the only cache.
+- With changes, the whole pipeline runs as one DVC experiment named after the flow run,
+  ``dvc exp run --temp --name <flow run> -S ++key=value``: ``--temp`` runs it in a scratch copy,
+  so the workspace ``params.yaml`` (which the nightly schedule reads) is left as it was;
+  ``dvc exp show`` lists it and ``dvc exp apply <name>`` + ``dvc repro`` reproduces it.
+- One run at a time per workspace: the flow holds a Prefect global concurrency limit named after
+  the workspace (limit 1) around its stages; a second run logs that it waits, and why, then runs.
 - Training is not idempotent to retry blindly, so stage tasks get ``retries=0`` unless the caller
-  asks for more (``stage_retries``).
+  asks for more (``stage_retries``); a rerun after a failure continues: DVC skips finished stages
+  and GRPO/SFT resume from their checkpoints.
 
-Tracking: the flow opens the MLflow parent run and hands its id (and the Prefect flow-run URL) to
-the stages through the environment, as ``tasks.tracking`` expects; stages nest their runs under it.
+Tracking: the flow opens the MLflow parent run (tagged with the Prefect flow-run URL) and hands
+its id to the stages through the environment; stages nest their runs under it.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -41,82 +38,36 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.artifacts import mlflow_link, publish
+from flows.dag import DagError, experiment_ref, experiment_stages, stage_order, stage_status
+from flows.params import RunSettings, changed_overrides
+from flows.workspace import workspace_lock
 from tasks.config import TrackingConfig, load_params
+from tasks.paths import check_out_dirs
+from tasks.spool import SPOOL_ENV
 from tasks.tracking import PARENT_ENV, PREFECT_URL_ENV, end_run, start_parent
+
+__all__ = ["STAGES", "DagError", "StageFailed", "post_training", "run_experiment", "run_stage", "stage_order"]
 
 STAGES = ("curate", "base", "sft", "grpo", "evaluate")
 TAIL_LINES = 40  # lines of stage output quoted in the error of a failed stage
-
-
-class DagError(ValueError):
-    """dvc.yaml cannot be turned into a stage order (missing, cyclic, unknown stage)."""
 
 
 class StageFailed(RuntimeError):
     """A DVC command exited non-zero; the message carries the tail of its output."""
 
 
-# ----------------------------------------------------------------------------- the DAG
-def _paths(entries: list[Any] | None) -> list[str]:
-    """Paths of a deps/outs/metrics/plots list; an entry is a path or ``{path: options}``."""
-    out = []
-    for e in entries or []:
-        out.extend([e] if isinstance(e, str) else list(e))
-    return [os.path.normpath(p) for p in out]
-
-
-def _overlaps(dep: str, out: str) -> bool:
-    # DVC links a dep to an out when they are the same path or one is a directory holding the other.
-    return dep == out or dep.startswith(out + os.sep) or out.startswith(dep + os.sep)
-
-
-def stage_order(dvc_yaml: str | Path = "dvc.yaml") -> list[str]:
-    """The stages of ``dvc_yaml`` in topological order (ties keep the file's order)."""
-    path = Path(dvc_yaml)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise DagError(f"{path}: file not found") from None
-    stages = (doc or {}).get("stages") if isinstance(doc, dict) else None
-    if not isinstance(stages, dict) or not stages:
-        raise DagError(f"{path}: no 'stages' mapping")
-    for name, spec in stages.items():
-        if not isinstance(spec, dict) or "cmd" not in spec:
-            raise DagError(f"{path}: stage {name!r} has no cmd")
-        if {"foreach", "matrix", "wdir"} & set(spec):
-            raise DagError(f"{path}: stage {name!r} uses foreach/matrix/wdir, which the flow does not expand")
-
-    outs = {n: _paths(s.get("outs")) + _paths(s.get("metrics")) + _paths(s.get("plots")) for n, s in stages.items()}
-    needs: dict[str, set[str]] = {n: set() for n in stages}
-    for name, spec in stages.items():
-        for dep in _paths(spec.get("deps")):
-            for other, other_outs in outs.items():
-                if other != name and any(_overlaps(dep, o) for o in other_outs):
-                    needs[name].add(other)
-
-    # Kahn's algorithm, always taking the earliest ready stage in file order.
-    order: list[str] = []
-    pending = list(stages)
-    while pending:
-        ready = [n for n in pending if needs[n] <= set(order)]
-        if not ready:
-            raise DagError(f"{path}: dependency cycle among stages {sorted(pending)}")
-        order.append(ready[0])
-        pending.remove(ready[0])
-    return order
-
-
 # ----------------------------------------------------------------------------- subprocesses
-def _child_env(parent_run_id: str | None, run_url: str | None) -> dict[str, str]:
+def _child_env(repo: str, parent_run_id: str | None, run_url: str | None) -> dict[str, str]:
     env = dict(os.environ)
-    # Stage commands say `python` and `dvc`: resolve them to this interpreter's environment.
+    # Stage commands find the project's interpreter (tasks/stage.sh); this one comes first.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONUNBUFFERED"] = "1"  # stream stage logs as they happen, not at exit
+    env.setdefault(SPOOL_ENV, str(Path(repo).resolve() / ".r1flow" / "spool"))  # not in an experiment's temp copy
     if parent_run_id:
         env[PARENT_ENV] = parent_run_id
     if run_url:
@@ -129,67 +80,49 @@ def _dvc() -> str:
     return str(exe) if exe.exists() else "dvc"
 
 
-def _stream(cmd: list[str], repo: str, env: dict[str, str]) -> list[str]:
+def _stream(cmd: list[str], repo: str, env: dict[str, str]) -> None:
     """Run ``cmd`` in ``repo``, logging each output line; raise StageFailed with the tail."""
     logger = get_run_logger()
     logger.info("$ %s  (in %s)", " ".join(cmd), repo)
-    lines: list[str] = []
     tail: deque[str] = deque(maxlen=TAIL_LINES)
-    with subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, bufsize=1) as proc:
+    with subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          bufsize=1) as proc:
         assert proc.stdout is not None
-        for raw in proc.stdout:
+        for raw in proc.stdout:  # universal newlines: a progress bar's \r redraw is a line too
             line = raw.rstrip("\n")
-            logger.info(line)
-            lines.append(line)
-            tail.append(line)
+            if line.strip():
+                logger.info(line)
+                tail.append(line)
     if proc.returncode != 0:
         raise StageFailed(f"`{' '.join(cmd)}` exited with {proc.returncode}; last lines:\n" + "\n".join(tail))
-    return lines
-
-
-_RAN = re.compile(r"Running stage '([^']+)'")
-_SKIPPED = re.compile(r"Stage '([^']+)' (?:didn't change, skipping|is cached)")
-
-
-def stage_statuses(lines: list[str]) -> dict[str, str]:
-    """``{stage: 'ran' | 'skipped'}`` from DVC's output ('is cached' = restored from the run cache)."""
-    out: dict[str, str] = {}
-    for line in lines:
-        if m := _SKIPPED.search(line):
-            out.setdefault(m.group(1), "skipped")
-        if m := _RAN.search(line):
-            out[m.group(1)] = "ran"
-    return out
 
 
 # ----------------------------------------------------------------------------- tasks
 @task(name="dvc-stage", task_run_name="{stage}", retries=0, cache_policy=NO_CACHE)
 def run_stage(stage: str, repo: str, parent_run_id: str | None = None, run_url: str | None = None) -> dict:
-    """``dvc repro --single-item <stage>``; returns ``{stage, status: ran|skipped|unknown, seconds}``."""
-    known = stage_order(Path(repo) / "dvc.yaml")
-    if stage not in known:
-        raise DagError(f"unknown stage {stage!r}; dvc.yaml has {known}")
+    """The stage through DVC when DVC says it changed; returns ``{stage, status: ran|skipped, seconds}``."""
     t0 = time.time()
-    lines = _stream([_dvc(), "repro", "--single-item", stage], repo, _child_env(parent_run_id, run_url))
-    status = stage_statuses(lines).get(stage, "unknown")
-    if status == "unknown":
-        get_run_logger().warning("could not tell from DVC's output whether %r ran or was skipped", stage)
-    return {"stage": stage, "status": status, "seconds": round(time.time() - t0, 2)}
+    status = stage_status(repo, stage)  # also refuses an unknown stage
+    if not status:
+        get_run_logger().info("%s: up to date (dvc status), skipped", stage)
+        return {"stage": stage, "status": "skipped", "seconds": round(time.time() - t0, 2)}
+    get_run_logger().info("%s: %s", stage, status.get(stage, status))
+    _stream([_dvc(), "repro", "--single-item", stage], repo, _child_env(repo, parent_run_id, run_url))
+    return {"stage": stage, "status": "ran", "seconds": round(time.time() - t0, 2)}
 
 
 @task(name="dvc-experiment", retries=0, cache_policy=NO_CACHE)
-def run_experiment(overrides: list[str], repo: str, parent_run_id: str | None = None,
-                   run_url: str | None = None, name: str | None = None) -> dict:
-    """The whole pipeline as ``dvc exp run --temp -S ++k=v ...``; returns the experiment and statuses."""
-    cmd = [_dvc(), "exp", "run", "--temp"]
-    if name:
-        cmd += ["--name", name]
+def run_experiment(overrides: list[str], repo: str, name: str, parent_run_id: str | None = None,
+                   run_url: str | None = None) -> dict:
+    """The whole pipeline as ``dvc exp run --temp --name <name> -S ++k=v ...``."""
+    cmd = [_dvc(), "exp", "run", "--temp", "--name", name]
     for item in overrides:
         cmd += ["-S", "++" + item.strip()]
-    lines = _stream(cmd, repo, _child_env(parent_run_id, run_url))
-    ran = [m.group(1) for line in lines if (m := re.search(r"Ran experiment\(s\): (\S+)", line))]
-    return {"experiment": ran[-1] if ran else None, "stages": stage_statuses(lines)}
+    _stream(cmd, repo, _child_env(repo, parent_run_id, run_url))
+    ref = experiment_ref(repo, name)
+    if ref is None:
+        raise StageFailed(f"dvc exp run finished but no experiment {name!r} is recorded (dvc exp show)")
+    return {"experiment": name, "ref": ref, "stages": experiment_stages(repo, ref, stage_order(repo))}
 
 
 # ----------------------------------------------------------------------------- the flow
@@ -201,8 +134,8 @@ def _absolute_tracking(cfg: TrackingConfig, repo: Path) -> TrackingConfig:
     return cfg
 
 
-def _flow_run_tags() -> dict[str, str]:
-    """The Prefect flow-run id and UI link, for the MLflow parent run and (by env) the stages."""
+def _flow_run() -> tuple[dict[str, str], str]:
+    """The MLflow tags of this flow run (id, UI link) and its name (the DVC experiment's name)."""
     from prefect.runtime import flow_run
 
     tags = {"prefect.flow_run_id": str(flow_run.id)}
@@ -211,80 +144,71 @@ def _flow_run_tags() -> dict[str, str]:
             tags["prefect.flow_run_url"] = url
     except Exception:  # no UI configured (ephemeral runs): simply no link
         pass
-    return tags
+    return tags, str(flow_run.name or flow_run.id)
 
 
-def _numeric_leaves(d: dict[str, Any], prefix: str = "") -> list[dict[str, Any]]:
-    rows = []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            rows += _numeric_leaves(v, f"{prefix}{k}.")
-        elif isinstance(v, int | float) and not isinstance(v, bool):
-            rows.append({"metric": f"{prefix}{k}", "value": round(float(v), 4)})
-    return rows
+def _experiment(overrides: list[str], root: Path, name: str, retries: int, parent: str, url: str | None,
+                tracking_override: str | None) -> dict:
+    # The experiment runs in a scratch copy: a relative MLflow store would land there too.
+    args = [*overrides, f"tracking.uri={tracking_override}"] if tracking_override else overrides
+    exp = run_experiment.with_options(retries=retries)(args, str(root), name, parent, url)
+    create_markdown_artifact(
+        f"# DVC experiment `{name}`\n\nOverrides: `{' '.join(overrides)}`\n\nStages: {exp['stages']}\n\n"
+        f"Compare with `dvc exp show`; bring it into the workspace with `dvc exp apply {name}`, "
+        "then `dvc repro` reproduces it.\n",
+        key="dvc-experiment",
+    )
+    return exp
 
 
-def _publish(repo: Path) -> None:
-    """Artifacts a person reads: the evaluation report and its headline numbers."""
-    report = repo / "reports" / "eval.md"
-    if report.is_file():
-        create_markdown_artifact(report.read_text(), key="eval-report", description="reports/eval.md")
-    metrics = repo / "metrics" / "eval.json"
-    if metrics.is_file():
-        rows = _numeric_leaves(json.loads(metrics.read_text()))[:100]
-        if rows:
-            create_table_artifact(rows, key="eval-metrics", description="metrics/eval.json")
-    curriculum = repo / "plots" / "curriculum.png"
-    if curriculum.is_file():
-        # Prefect's image artifact wants a URL; inlining the PNG keeps it viewable offline.
-        png = base64.b64encode(curriculum.read_bytes()).decode()
-        create_markdown_artifact(
-            f"# GRPO curriculum\n\nSampling probability of each source per step "
-            f"(`plots/curriculum.csv`).\n\n![curriculum](data:image/png;base64,{png})\n",
-            key="grpo-curriculum",
-            description="plots/curriculum.png",
-        )
+DEFAULT_SETTINGS = RunSettings()  # shared, never mutated: the form as params.yaml fills it
+NO_OVERRIDES: list[str] = []
 
 
 @flow(name="post-training")
-def post_training(repo: str = ".", params_overrides: list[str] | None = None, stage_retries: int = 0) -> dict:
-    """Run curate -> base -> sft -> grpo -> evaluate through DVC (or one DVC experiment with overrides)."""
+def post_training(
+    repo: str = ".",
+    settings: RunSettings = DEFAULT_SETTINGS,
+    params_overrides: list[str] = NO_OVERRIDES,
+    stage_retries: int = 0,
+) -> dict:
+    """curate -> base -> sft -> grpo -> evaluate through DVC; with changes, one DVC experiment.
+
+    Args:
+        repo: project root holding dvc.yaml and params.yaml (the deployments set it)
+        settings: the settings people change most, filled in from params.yaml; a value changed here
+            becomes an override, and the run a DVC experiment named after this flow run
+        params_overrides: any other params.yaml key as key.path=value, e.g. grpo.epsilon=0.3
+        stage_retries: retries per stage task (0: training is not idempotent)
+    """
     logger = get_run_logger()
     root = Path(repo).resolve()
-    overrides = list(params_overrides or [])
+    overrides = changed_overrides(settings) + list(params_overrides or [])
     params = load_params(root / "params.yaml", overrides=overrides)  # fails here, before any stage
-    order = stage_order(root / "dvc.yaml")
+    check_out_dirs(params, root)
+    order = stage_order(root)
     tracking = _absolute_tracking(params.tracking, root)
-    prefect_tags = _flow_run_tags()
+    prefect_tags, run_name = _flow_run()
     run_url = prefect_tags.get("prefect.flow_run_url")
-    name = "post-training" + (" " + " ".join(overrides) if overrides else "")
-    parent = start_parent(tracking, name=name, tags={"r1flow.overrides": " ".join(overrides), **prefect_tags})
-    logger.info("MLflow parent run %s at %s; stages %s", parent, tracking.uri, order)
-
-    result: dict[str, Any] = {"parent_run_id": parent, "experiment": None, "stages": {}}
-    try:
-        if overrides:
-            # The experiment runs in a scratch copy: a relative MLflow store would land there too.
-            if tracking.uri != params.tracking.uri:
-                overrides = [*overrides, f"tracking.uri={tracking.uri}"]
-            exp = run_experiment.with_options(retries=stage_retries)(overrides, str(root), parent, run_url)
-            result.update(exp)
-            create_markdown_artifact(
-                f"# DVC experiment `{exp['experiment']}`\n\nOverrides: `{' '.join(params_overrides or [])}`\n\n"
-                f"Stages: {exp['stages']}\n\nCompare with `dvc exp show`; bring it into the workspace "
-                f"with `dvc exp apply {exp['experiment']}`.\n",
-                key="dvc-experiment",
-            )
-        else:
-            stage_task = run_stage.with_options(retries=stage_retries)
-            for stage in order:
-                r = stage_task(stage, str(root), parent, run_url)
-                result["stages"][stage] = r["status"]
-            _publish(root)
-    except BaseException:
-        end_run(tracking, parent, "FAILED")
-        raise
-    end_run(tracking, parent, "FINISHED")
+    with workspace_lock(root, logger):
+        title = "post-training" + (" " + " ".join(overrides) if overrides else "")
+        parent = start_parent(tracking, name=title, tags={"r1flow.overrides": " ".join(overrides), **prefect_tags})
+        logger.info("MLflow parent run %s at %s; stages %s", parent, tracking.uri, order)
+        mlflow_link(tracking.uri, parent, tracking.experiment)
+        result: dict[str, Any] = {"parent_run_id": parent, "experiment": None, "stages": {}}
+        try:
+            if overrides:
+                moved = tracking.uri if tracking.uri != params.tracking.uri else None
+                result.update(_experiment(overrides, root, run_name, stage_retries, parent, run_url, moved))
+            else:
+                stage_task = run_stage.with_options(retries=stage_retries)
+                for stage in order:
+                    result["stages"][stage] = stage_task(stage, str(root), parent, run_url)["status"]
+                publish(root)
+        except BaseException:
+            end_run(tracking, parent, "FAILED")
+            raise
+        end_run(tracking, parent, "FINISHED")
     logger.info("stages: %s", result["stages"])
     return result
 
@@ -296,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="parameter override; any override runs the pipeline as a DVC experiment")
     ap.add_argument("--retries", type=int, default=0, help="retries per stage task (default 0)")
     args = ap.parse_args(argv)
-    post_training(repo=args.repo, params_overrides=args.overrides or None, stage_retries=args.retries)
+    post_training(repo=args.repo, params_overrides=args.overrides, stage_retries=args.retries)
 
 
 if __name__ == "__main__":

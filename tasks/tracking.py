@@ -8,6 +8,11 @@ MLflow's "active run" is thread-local global state; this module never uses it. E
 through ``MlflowClient`` with an explicit run id, which is safe from threads, Prefect tasks and
 subprocesses alike.
 
+A stage's calls never wait for the server: they are journalled locally and delivered by a
+background thread with short timeouts and bounded back-off (tasks/spool.py), so a tracking
+outage costs no training; what could not be delivered by the end stays in the journal for
+``python -m tasks.tracking flush``.
+
 Lineage tags on every run: git commit (and whether the tree was dirty), the Prefect flow-run id and
 URL when there is one, and the md5 of each input file, so a metric links back to the exact data,
 code and trigger that produced it.
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.config import TrackingConfig
+from tasks.spool import FLUSH_ENV, Spool, spool_root
 
 PARENT_ENV = "R1FLOW_PARENT_RUN_ID"
 PREFECT_URL_ENV = "R1FLOW_PREFECT_RUN_URL"
@@ -90,45 +96,44 @@ def end_run(cfg: TrackingConfig, run_id: str, status: str = "FINISHED") -> None:
 
 
 class StageRun:
-    """A thin handle on one MLflow run; every call names the run id explicitly."""
+    """A stage's run handle. Calls never wait for the server: they are journalled and delivered in
+    the background (tasks/spool.py), so a tracking outage cannot stall or kill training."""
 
-    def __init__(self, cfg: TrackingConfig, run_id: str):
-        self.cfg, self.run_id, self.client = cfg, run_id, client(cfg)
+    def __init__(self, cfg: TrackingConfig, spool: Spool):
+        self.cfg, self.spool = cfg, spool
+
+    @property
+    def run_id(self) -> str:
+        """The MLflow run id; waits (up to the flush time) for the run to exist on the server."""
+        return self.spool.wait_run_id(float(os.environ.get(FLUSH_ENV, 60)))
 
     def log_params(self, params: dict[str, Any], prefix: str = "") -> None:
-        from mlflow.entities import Param
-
-        flat = _flatten(params, prefix)
-        items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+        items = [[k, str(v)[:6000]] for k, v in _flatten(params, prefix).items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
+            self.spool.submit({"kind": "batch", "params": items[i : i + 100]})
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
-
         ts = int(time.time() * 1000)
-        items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items() if v is not None]
-        if items:
-            self.client.log_batch(self.run_id, metrics=items)
+        items = [[k, float(v), ts, step or 0] for k, v in metrics.items() if v is not None]
+        for i in range(0, len(items), 1000):  # MLflow's batch limit
+            self.spool.submit({"kind": "batch", "metrics": items[i : i + 1000]})
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self.spool.submit({"kind": "artifact", "path": str(path), "artifact_path": artifact_path})
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self.spool.submit({"kind": "text", "text": text, "artifact_file": artifact_file})
 
     def log_table(self, data: dict[str, list], artifact_file: str) -> None:
-        self.client.log_table(self.run_id, data=data, artifact_file=artifact_file)
+        self.spool.submit({"kind": "table", "data": data, "artifact_file": artifact_file})
 
     def log_input_files(self, paths: list[str | Path]) -> None:
         """Record each input file's md5 (the same digest DVC uses for a file)."""
-        self.client.log_batch(
-            self.run_id,
-            tags=[_tag(f"input.{Path(p).name}.md5", md5(p)) for p in paths if Path(p).is_file()],
-        )
+        self.set_tags({f"input.{Path(p).name}.md5": md5(p) for p in paths if Path(p).is_file()})
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[_tag(k, v) for k, v in tags.items()])
+        if tags:
+            self.spool.submit({"kind": "batch", "tags": [[k, str(v)] for k, v in tags.items()]})
 
 
 def _tag(k: str, v: Any):
@@ -151,21 +156,20 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 @contextmanager
 def stage_run(cfg: TrackingConfig, stage: str, params: dict[str, Any] | None = None) -> Iterator[StageRun]:
     """A run for one stage, nested under the pipeline run when PARENT_ENV is set."""
-    c = client(cfg)
     tags = {"r1flow.stage": stage, "r1flow.kind": "stage", **lineage_tags()}
     parent = os.environ.get(PARENT_ENV)
     if parent:
         tags["mlflow.parentRunId"] = parent
-    run = c.create_run(experiment_id(cfg), run_name=stage, tags=tags)
-    handle = StageRun(cfg, run.info.run_id)
+    spool = Spool(cfg.uri, cfg.experiment, stage, tags)
+    handle = StageRun(cfg, spool)
     if params:
         handle.log_params(params)
     try:
         yield handle
     except BaseException:
-        c.set_terminated(run.info.run_id, "FAILED")
+        spool.close("FAILED")
         raise
-    c.set_terminated(run.info.run_id, "FINISHED")
+    spool.close("FINISHED")
 
 
 class NullRun:
@@ -191,7 +195,7 @@ def rank_zero_run(cfg: TrackingConfig, stage: str, params: dict[str, Any]) -> It
 
 
 def _cli(argv: list[str]) -> int:
-    """`python -m tasks.tracking open` prints a new parent run id; `close RUN_ID RC` ends it."""
+    """`open` prints a new parent run id; `close RUN_ID RC` ends it; `flush` delivers spooled calls."""
     from tasks.config import load_params
 
     cfg = load_params().tracking
@@ -201,7 +205,12 @@ def _cli(argv: list[str]) -> int:
     if argv[:1] == ["close"] and len(argv) == 3:
         end_run(cfg, argv[1], "FINISHED" if argv[2] == "0" else "FAILED")
         return 0
-    print("usage: python -m tasks.tracking open | close RUN_ID EXIT_CODE", file=sys.stderr)
+    if argv[:1] == ["flush"]:  # deliver what stages spooled while the server was down
+        dirs = [Path(a) for a in argv[1:]] or sorted(p for p in spool_root().glob("*") if (p / "journal.jsonl").is_file())
+        left = sum(Spool.replay(d) for d in dirs)
+        print(f"{len(dirs)} journal(s); {left} call(s) still pending")
+        return 1 if left else 0
+    print("usage: python -m tasks.tracking open | close RUN_ID EXIT_CODE | flush [SPOOL_DIR...]", file=sys.stderr)
     return 2
 
 

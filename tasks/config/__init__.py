@@ -94,11 +94,14 @@ def load_params(path: str | Path = PARAMS_FILE, overrides: list[str] | None = No
     """Read and validate the whole params file; raise ConfigError naming the bad key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if raw is None or raw == {}:
+        # Code defaults are not the committed settings: training on them silently is a wrong run.
+        raise ConfigError(f"{path}: empty; it must hold the stage sections (see the committed params.yaml)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of stage sections")
     raw = apply_overrides(raw, overrides or [])
@@ -111,8 +114,8 @@ def load_params(path: str | Path = PARAMS_FILE, overrides: list[str] | None = No
 def stage_cli(doc: str, argv: list[str] | None, inputs: dict[str, str] | None = None):
     """The command line every stage shares: ``--params``, ``-S key=value`` and input paths.
 
-    Returns ``(args, params)``. A bad params file or override prints the error (naming the key)
-    and exits with status 2 before the stage reads or writes anything.
+    Returns ``(args, params)``. A bad params file, override or output folder (tasks/paths.py)
+    prints the error (naming the key) and exits with status 2 before the stage reads or writes anything.
     """
     import argparse
 
@@ -122,8 +125,12 @@ def stage_cli(doc: str, argv: list[str] | None, inputs: dict[str, str] | None = 
     for flag, default in (inputs or {}).items():
         ap.add_argument(f"--{flag}", default=default, help=f"default: {default}")
     args = ap.parse_args(argv)
+    from tasks.paths import UnsafePath, check_out_dirs
+
     try:
-        return args, load_params(args.params, args.set)
-    except ConfigError as e:
+        params = load_params(args.params, args.set)
+        check_out_dirs(params, Path.cwd())  # on disk too (symlinks, foreign files), before any write
+        return args, params
+    except (ConfigError, UnsafePath) as e:
         print(f"config error:\n{e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -7,6 +7,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import Field, model_validator
 
 from tasks.config.base import Strict
+from tasks.paths import OutDir
 
 # Families of the synthetic suite, easiest first (see tasks/data/synthetic.py).
 SyntheticFamily = Literal["add_1d", "add_2d", "sub_2d", "add_3d", "mul_1x2", "mul_2x2", "add_4d"]
@@ -64,4 +65,4 @@ class CurateConfig(Strict):
     seed: int = 0
     sources: list[Source] = Field(default_factory=_default_sources, min_length=1)
     limits: GateBounds = GateBounds()
-    out_dir: str = "data/curated"
+    out_dir: OutDir = "data/curated"

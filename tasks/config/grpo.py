@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tasks.config.base import Strict
 from tasks.config.training import TrainingConfig
+from tasks.paths import OutDir
 
 
 class CurriculumConfig(Strict):
@@ -56,7 +57,7 @@ class GRPOConfig(TrainingConfig):
     reward_workers: int = Field(2, ge=1)
     reward_timeout_s: float = Field(5.0, gt=0)
     save_every: int = Field(100, ge=1)
-    out_dir: str = "models/grpo"
+    out_dir: OutDir = "models/grpo"
 
     @model_validator(mode="after")
     def _overlong(self) -> GRPOConfig:

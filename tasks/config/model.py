@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from tasks.config.base import Strict
+from tasks.paths import OutDir
 
 
 class TinyModel(Strict):
@@ -31,4 +32,4 @@ class ModelConfig(Strict):
     revision: str | None = None
     seed: int = 0
     tiny: TinyModel = TinyModel()
-    out_dir: str = "models/base"
+    out_dir: OutDir = "models/base"

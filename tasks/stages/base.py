@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tasks.config import stage_cli
 from tasks.models import build_tiny, count_parameters, load_model, write_pointer
+from tasks.paths import MODEL_FILES, UnsafePath, prepare_out_dir
 from tasks.tracking import stage_run
 
 
@@ -23,7 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     args, params = stage_cli(__doc__, argv)
     cfg = params.model
     out = Path(cfg.out_dir)
-    shutil.rmtree(out, ignore_errors=True)
+    try:  # the folder is emptied only once it is known to hold nothing but a previous base model
+        prepare_out_dir(out, MODEL_FILES, "model.out_dir", clear=True)
+    except UnsafePath as e:
+        print(f"base: {e}", file=sys.stderr)
+        return 2
     if cfg.name_or_path == "tiny":
         build_tiny(cfg, out)
         what = f"tiny Qwen2 ({count_parameters(load_model(out)):,} parameters)"

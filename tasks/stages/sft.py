@@ -15,6 +15,9 @@ the first steps of the algorithm; reinforcement learning on answer-only prompts 
   rank's token sum divided by the *global* completion-token count (times the world size, which
   the gradient average divides out), so N processes reproduce one process's global-batch step.
 - ``sft.lora.enabled`` trains LoRA adapters only and saves the merged model (tasks/lora.py).
+- A checkpoint every ``sft.save_every`` steps (tasks/checkpoint.py: weights, optimiser, the rest
+  of the epoch's batch order, generator states), and a rerun with the same config and inputs
+  resumes from the newest one, drawing the same batches it would have drawn.
 
 Outputs: ``models/sft`` (HF folder), ``metrics/sft.json`` and ``plots/sft_loss.csv`` (DVC), and an
 MLflow stage run with per-step loss, learning rate and tokens/s.
@@ -23,6 +26,7 @@ MLflow stage run with per-step loss, learning rate and tokens/s.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,13 +35,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from tasks import distributed
+from tasks import checkpoint, distributed
 from tasks.config import Params, stage_cli
 from tasks.config.sft import SFTConfig
 from tasks.lora import add_adapters, trainable
 from tasks.models import count_parameters, load_model, load_tokenizer, render_prompt
 from tasks.schedule import lr_at
 from tasks.tracking import rank_zero_run
+
+CKPT_ROOT = Path("checkpoints/sft")
 
 
 def encode_example(tokenizer, prompt: str, completion: str, max_length: int) -> tuple[list[int], list[int]]:
@@ -78,20 +84,23 @@ def sharded_loss(model, batch: dict[str, torch.Tensor], world: int) -> tuple[tor
     return loss, distributed.all_reduce_sum(loss.detach()) / world, int(tokens)
 
 
-def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SFTConfig, log=None, opt=None) -> list[dict]:
+def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SFTConfig, log=None, opt=None,
+          ckpt_dir: Path | None = None) -> list[dict]:
     """Run ``cfg.steps`` optimiser steps; returns the logged history.
 
     ``model``/``opt`` may be a data-parallel replica and its optimiser (tasks/distributed.py); by
-    default AdamW over the trainable parameters (all of them, or the LoRA adapters).
+    default AdamW over the trainable parameters (all of them, or the LoRA adapters). With
+    ``ckpt_dir``, a checkpoint every ``cfg.save_every`` steps and a resume from the newest one.
     """
     g = torch.Generator().manual_seed(cfg.seed)
     opt = opt or torch.optim.AdamW(trainable(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rank, world = distributed.rank(), distributed.world_size()
     model.train()
     device = next(model.parameters()).device
-    order: list[int] = []
-    history, t0, tokens = [], time.perf_counter(), 0
-    bar = tqdm(range(cfg.steps), desc="sft", unit="step", file=sys.stderr, mininterval=1.0, disable=rank > 0)
+    start, order, history = resume(ckpt_dir, model, opt, g) if ckpt_dir is not None else (0, [], [])
+    t0, tokens = time.perf_counter(), 0
+    bar = tqdm(range(start, cfg.steps), desc="sft", unit="step", initial=start, total=cfg.steps, file=sys.stderr,
+               mininterval=1.0, disable=rank > 0)
     for step in bar:
         if len(order) < cfg.batch_size:  # a fresh permutation each epoch
             order += torch.randperm(len(examples), generator=g).tolist()
@@ -111,7 +120,7 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SF
         loss.backward()
         grad_norm = distributed.clip_and_step(model, opt, cfg.max_grad_norm)
         tokens += n_tokens
-        bar.set_postfix(loss=f"{shown.item():.3f}")
+        bar.set_postfix(loss=f"{shown.item():.3f}", refresh=False)  # redraws follow mininterval
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             row = {
                 "step": step,
@@ -123,7 +132,24 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SF
             history.append(row)
             if log:
                 log(row, step)
+        if ckpt_dir is not None and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps and rank == 0:
+            state = {"model": distributed.unwrap(model).state_dict(), "optimizer": opt.state_dict(), "order": order,
+                     "generator": g.get_state(), "torch": torch.get_rng_state()}
+            checkpoint.save(ckpt_dir, step + 1, state, history)
     return history
+
+
+def resume(ckpt_dir: Path, model, opt, g: torch.Generator) -> tuple[int, list[int], list[dict]]:
+    """``(start step, remaining batch order, history)`` from the newest checkpoint; a fresh start without one."""
+    if (ckpt := checkpoint.latest(ckpt_dir)) is None:
+        return 0, [], []
+    state, history = checkpoint.load(ckpt)
+    distributed.unwrap(model).load_state_dict(state["model"])  # every rank loads the same file
+    opt.load_state_dict(state["optimizer"])
+    g.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    print(f"sft: resuming from {ckpt} (step {state['step']})", file=sys.stderr, flush=True)
+    return state["step"], state["order"], history
 
 
 def build(params: Params, model_dir: str, df: pd.DataFrame):
@@ -166,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         run.log_metrics({"n_examples": len(examples), "n_parameters": count_parameters(model),
                          "n_trainable_parameters": sum(p.numel() for p in trainable(replica))})
         t0 = time.perf_counter()
-        history = train(replica, tokenizer, examples, cfg, log=run.log_metrics, opt=opt)
+        # DeepSpeed partitions the optimiser state over ranks: its runs keep no checkpoints (yet)
+        ckpt_dir = None if cfg.scale.deepspeed_config else CKPT_ROOT / checkpoint.run_key(
+            cfg.model_dump(), [Path(args.data), Path(args.model)])
+        history = train(replica, tokenizer, examples, cfg, log=run.log_metrics, opt=opt, ckpt_dir=ckpt_dir)
         wall = time.perf_counter() - t0
         distributed.save_pretrained(replica, tokenizer, cfg.out_dir, peft_model)
         summary = {"final_loss": history[-1]["loss"], "steps": cfg.steps, "examples": len(examples), "wall_s": round(wall, 1)}
@@ -175,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     distributed.shutdown()
     if rank > 0:
         return 0
+    if ckpt_dir is not None:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # the finished model is the DVC output now
     write_outputs(summary, history)
     print(f"sft: {cfg.steps} steps on {len(examples)} traces in {wall:.1f}s, final loss {summary['final_loss']:.3f}")
     return 0

@@ -17,11 +17,17 @@ def error_of(tmp_path, text: str, overrides=None) -> str:
     return str(e.value)
 
 
-def test_empty_file_gives_defaults(tmp_path):
-    p = load_params(params_file(tmp_path, ""))
+def test_defaults_when_sections_are_absent(tmp_path):
+    p = load_params(params_file(tmp_path, "tracking: {}\n"))
     assert p == Params()
     assert p.curate.sources == [SyntheticSource()]
     assert p.sft.lr == 3e-3
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_empty_file_is_an_error(tmp_path, text):
+    # code defaults differ from the committed file (300 vs 1200 SFT steps): never train on them silently
+    assert "empty" in error_of(tmp_path, text)
 
 
 def test_unknown_key_named(tmp_path):
@@ -67,8 +73,8 @@ def test_overrides_apply(tmp_path):
 
 
 def test_overrides_are_validated_like_the_file(tmp_path):
-    path = params_file(tmp_path, "")
-    assert "sft.lr" in error_of(tmp_path, "", ["sft.lr=5"])
+    path = params_file(tmp_path, "sft: {}\n")
+    assert "sft.lr" in error_of(tmp_path, "sft: {}\n", ["sft.lr=5"])
     with pytest.raises(ConfigError, match="expected key.path=value"):
         load_params(path, ["sft.lr"])
     with pytest.raises(ConfigError, match="sft.lr.x: lr is not a section"):
