@@ -8,17 +8,22 @@ export PATH := $(BIN):$(PATH)
 # torch first, from the CPU build on this machine; a GPU box sets TORCH_SPEC to its CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup run test test-fast test-gpu lint bench-rewards bench-grpo experiment-curriculum ui-mlflow ui-prefect clean
+.PHONY: setup run test test-fast test-gpu lint bench-rewards bench-grpo bench-curation bench-tracking-outage mixture experiment-curriculum ui serve ui-mlflow ui-prefect clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	# The code reward's sandbox runs programs in bubblewrap (bwrap), and needs the system python3.
+	command -v bwrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap python3; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	# DeepSpeed's setup imports torch: build it against the torch installed above.
 	$(BIN)/pip install -q --no-build-isolation "deepspeed>=0.16"
 	$(BIN)/pip install -q -e ".[dev]"
+	# The browser e2e test drives Debian's chromium through playwright (no browser download).
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) || \
+	  echo "warning: could not install chromium (needs root); the browser test will fail"
 	touch $@
 
 # The whole DAG through DVC, under one MLflow parent run (stages nest under it).
@@ -47,6 +52,19 @@ lint: setup
 bench-rewards: setup
 	python benchmarks/bench_rewards.py
 
+# Curation throughput and filter quality on 100k and 1M synthetic rows (~3 min; up to ~3 GB RAM).
+bench-curation: setup
+	python benchmarks/bench_curation.py
+
+# The whole DAG on a mixture of the real GSM8K, MATH and MBPP sets in ../shared/data (tiny model:
+# it runs end to end, it does not learn), in a scratch copy build/mixture so this tree is untouched.
+MIXTURE := build/mixture
+mixture: setup
+	rm -rf $(MIXTURE) && mkdir -p $(MIXTURE)
+	cp -r tasks flows dvc.yaml pyproject.toml .gitignore $(MIXTURE)/
+	sed 's#\.\./shared/#$(abspath ..)/shared/#' examples/mixture.params.yaml > $(MIXTURE)/params.yaml
+	cd $(MIXTURE) && git init -q && dvc init -q && time dvc repro
+
 # r1flow's GRPO step vs TRL's GRPOTrainer on the same model and settings (~2 min).
 bench-grpo: setup
 	pip install -q -e ".[bench]"
@@ -58,6 +76,18 @@ experiment-curriculum: setup
 	dvc repro sft
 	python benchmarks/curriculum.py
 
+# Prefect UI (http://127.0.0.1:4200) and MLflow UI (http://127.0.0.1:5000) until Ctrl-C.
+ui: setup
+	python -m flows.servers
+
+# prefect.yaml's deployments (nightly, experiment, evaluate-only), served against the `make ui` server.
+serve: setup
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} python -m flows.deploy
+
+# SFT with MLflow stopped mid-run vs without: steps trained, metrics delivered, overhead (~3 min).
+bench-tracking-outage: setup
+	python benchmarks/bench_tracking_outage.py
+
 ui-mlflow: setup
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
@@ -65,4 +95,4 @@ ui-prefect: setup
 	prefect server start --host 127.0.0.1 --port 4200
 
 clean:
-	rm -rf data/curated models checkpoints mlflow.db mlartifacts metrics plots reports
+	rm -rf data/curated models checkpoints mlflow.db mlartifacts metrics plots reports .r1flow

@@ -58,7 +58,7 @@ import transformers  # noqa: E402
 
 from tasks.config import GRPOConfig, ModelConfig  # noqa: E402
 from tasks.data.synthetic import generate_family  # noqa: E402
-from tasks.generation import encode_prompts, sample  # noqa: E402
+from tasks.generation import encode_prompts, sample, stop_conditions  # noqa: E402
 from tasks.grpo.rollout import generate_and_score  # noqa: E402
 from tasks.grpo.sampler import build_sampler  # noqa: E402
 from tasks.grpo.train import train_step  # noqa: E402
@@ -236,7 +236,7 @@ def bench_rollout(model_dir: Path, rows: list[dict], args) -> dict:
         out = model.generate(
             input_ids=ids, attention_mask=mask, do_sample=True, max_new_tokens=args.max_new_tokens,
             num_return_sequences=args.group, temperature=1.0, top_k=0, top_p=1.0,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=list(stop_conditions(model, tokenizer).ids),
         )
         return out.shape[1] - ids.shape[1]
 

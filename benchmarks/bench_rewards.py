@@ -14,7 +14,13 @@ Prints and writes ``benchmarks/results/rewards.json``:
 - ``sandbox_programs_per_s``: small programs judged per second by the ``code`` reward through the
   same executor: each completion is a fenced Python program that reads two numbers and prints
   their sum, its row has one stdin/stdout test, and every run goes through the sandbox (own
-  process, namespaces, uid drop, rlimits, temp dir). Median of 3 batches of ``--n-programs``.
+  bubblewrap container, uid drop, seccomp, cgroup, rlimits). Median of 3 batches of ``--n-programs``.
+
+- ``oversize_completion_s``: what scoring one 50 MB completion (plus 7 normal ones) costs through
+  the executor: it is over ``max_completion_chars``, so it scores 0 without being pickled or sent.
+- ``mbpp_*``: every MBPP task of ``../shared/data/mbpp`` through the ``code`` reward: how many
+  reference solutions score 1.0, how many wrong solutions (the tested functions replaced) score
+  0.0, the references that did not pass, and the wall time (``--skip-mbpp`` leaves them out).
 
 Also prints the integer-only and LaTeX-only rates. Figures, not assertions.
 """
@@ -30,6 +36,7 @@ from pathlib import Path
 
 from tasks.config import GRPOConfig
 from tasks.rewards.executor import RewardExecutor
+from tasks.rewards.mbpp import check, mbpp_rows
 
 
 def batch(n: int, kind: str, seed: int = 0) -> tuple[list[str], list[dict]]:
@@ -73,8 +80,11 @@ def rate(ex: RewardExecutor, n: int, kind: str, repeats: int = 3) -> float:
 def sandbox_rate(ex: RewardExecutor, n: int, repeats: int = 3) -> float:
     """Programs per second through the ``code`` reward (every one runs in the sandbox)."""
     fence = "`" * 3
-    completions = [f"<think>sum</think><answer>{fence}python\na, b = map(int, input().split())\n"
-                   f"print(a + b{' + 1' if k % 4 == 3 else ''})\n{fence}</answer>" for k in range(n)]
+    completions = [
+        f"<think>sum</think><answer>{fence}python\na, b = map(int, input().split())\n"
+        f"print(a + b{' + 1' if k % 4 == 3 else ''})\n{fence}</answer>"
+        for k in range(n)
+    ]
     rows = [{"tests": json.dumps([{"input": f"{k} 2", "output": str(k + 2)}])} for k in range(n)]
     rates = []
     for _ in range(repeats):
@@ -92,6 +102,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--n-programs", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/rewards.json"))
+    parser.add_argument("--skip-mbpp", action="store_true")
     args = parser.parse_args()
 
     start = time.monotonic()
@@ -112,8 +123,29 @@ def main() -> None:
             f"batch of 64 with one pathological answer: {res.wall_s:.2f} s "
             f"(timeout_s={args.timeout_s}, timeouts={res.timeouts}, errors={res.errors})"
         )
+        completions, rows = batch(8, "integer", seed=2)
+        completions[3] = "<answer>1</answer>" + "x" * 50 * 2**20
+        big = ex.score(completions, rows, ["accuracy", "format"])
+        assert big.oversize == 1 and big.per_reward["accuracy"][3] == 0.0
+        print(f"batch of 8 with one 50 MB completion: {big.wall_s:.3f} s (oversize={big.oversize})")
+    result = {}
+    if not args.skip_mbpp:
+        tasks = mbpp_rows()
+        refs, wrongs, mres, mwall = check(tasks, args.workers)
+        print(
+            f"MBPP: {len(tasks)} tasks; references scoring 1.0: {len(tasks) - len(refs)}; wrong solutions "
+            f"scoring 0.0: {len(tasks) - len(wrongs)}; references that did not pass: {sorted(refs)}; "
+            f"{mwall:.1f} s ({mres.timeouts} timeouts, {mres.errors} errors)"
+        )
+        result = {
+            "mbpp_tasks": len(tasks), "mbpp_reference_pass": len(tasks) - len(refs),
+            "mbpp_wrong_zero": len(tasks) - len(wrongs), "mbpp_reference_failing": sorted(refs),
+            "mbpp_wall_s": round(mwall, 1),
+        }  # fmt: skip
 
     result = {
+        **result,
+        "oversize_completion_s": round(big.wall_s, 4),
         "math_verifications_per_s": round(figures["mixed"], 1),
         "pathological_batch_wall_s": round(res.wall_s, 3),
         "timeout_s": args.timeout_s,

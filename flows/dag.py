@@ -13,6 +13,7 @@ The flow keeps no copy of the DAG's logic and reads none of DVC's English output
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,8 @@ def _git(root: Path, *args: str) -> str:
 def experiment_ref(root: str | Path, name: str) -> str | None:
     """The git ref DVC stored experiment ``name`` under (``refs/exps/...``), or None."""
     refs = _git(Path(root), "for-each-ref", "--format=%(refname)", "refs/exps").split()
-    found = [r for r in refs if r.rsplit("/", 1)[-1] == name]
+    # refs/exps/<baseline sha split 2/38>/<name>; DVC's executor and queue refs live elsewhere under refs/exps
+    found = [r for r in refs if re.fullmatch(rf"refs/exps/[0-9a-f]{{2}}/[0-9a-f]{{38}}/{re.escape(name)}", r)]
     return found[-1] if found else None
 
 

@@ -1,14 +1,16 @@
-"""Serve the post-training flow as a deployment with a cron schedule.
+"""Serve the deployments of ``prefect.yaml`` from this process (``make serve``).
 
-``serve`` registers the deployment with the Prefect server named by ``PREFECT_API_URL`` and then
-runs its flow runs in this process (no work pool needed), whether they come from the schedule, the
-UI's "Run" button (where ``params_overrides`` can be filled in) or the API. Keep the server local::
+``prefect.yaml`` is the one list of deployments (name, parameters, schedule); ``prefect deploy``
+registers them for a work pool, and this module serves the same list without one: it registers
+each with the Prefect server named by ``PREFECT_API_URL`` and runs their flow runs here, whether
+they come from a schedule, the UI's Run button or the API. Keep the server local::
 
-    prefect server start --host 127.0.0.1                                # terminal 1
-    PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.deploy    # terminal 2
+    make ui                                                      # terminal 1: Prefect + MLflow UIs
+    PREFECT_API_URL=http://127.0.0.1:4200/api make serve         # terminal 2
 
-Without ``PREFECT_API_URL`` there is no server to register with, so this exits with that message
-instead of silently serving against a throwaway one.
+``--only NAME`` serves one deployment; ``--interval S`` replaces the scheduled deployments'
+schedules with one every S seconds (to watch a schedule work without waiting for 03:00). Without ``PREFECT_API_URL`` there is
+no server to register with, so this exits with that message instead of serving a throwaway one.
 """
 
 from __future__ import annotations
@@ -17,30 +19,68 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from flows.pipeline import post_training
+import yaml
+
+PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
+
+
+def deployments(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
+    doc = yaml.safe_load(path.read_text()) or {}
+    found = doc.get("deployments") or []
+    if not found:
+        raise SystemExit(f"{path}: no deployments")
+    return found
+
+
+def to_deployments(repo: Path, only: str | None = None, interval: float | None = None) -> list:
+    from flows.pipeline import post_training
+
+    out = []
+    for spec in deployments():
+        if only and spec["name"] != only:
+            continue
+        schedule: dict[str, Any] = {}
+        if interval and spec.get("schedules"):  # only what prefect.yaml schedules gets the short interval
+            schedule = {"interval": interval}
+        elif spec.get("schedules"):
+            first = spec["schedules"][0]
+            schedule = {"cron": first["cron"]} if "cron" in first else {"interval": first["interval"]}
+        out.append(
+            post_training.to_deployment(
+                name=spec["name"],
+                parameters={**(spec.get("parameters") or {}), "repo": str(repo)},
+                description=spec.get("description"),
+                tags=spec.get("tags"),
+                **schedule,
+            )
+        )
+    if not out:
+        raise SystemExit(f"no deployment named {only!r} in {PREFECT_YAML}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Serve the post-training flow on a cron schedule.")
-    ap.add_argument("--name", default="nightly", help="deployment name (default: nightly)")
-    ap.add_argument("--cron", default="0 3 * * *", help="cron schedule (default: 03:00 daily)")
+    ap = argparse.ArgumentParser(description="Serve prefect.yaml's deployments of the post-training flow.")
     ap.add_argument("--repo", default=".", help="project root the runs use (stored as an absolute path)")
+    ap.add_argument("--only", help="serve only this deployment")
+    ap.add_argument(
+        "--interval", type=float, help="schedule every INTERVAL seconds instead of prefect.yaml's"
+    )
     args = ap.parse_args(argv)
 
     if not os.environ.get("PREFECT_API_URL"):
-        sys.exit("PREFECT_API_URL is not set: start `prefect server start --host 127.0.0.1` and set "
-                 "PREFECT_API_URL=http://127.0.0.1:4200/api")
+        sys.exit(
+            "PREFECT_API_URL is not set: start `make ui` (or `prefect server start --host 127.0.0.1`) and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
     repo = Path(args.repo).resolve()
     if not (repo / "dvc.yaml").is_file():
         sys.exit(f"{repo}: no dvc.yaml here; pass --repo <project root>")
-    post_training.serve(
-        name=args.name,
-        cron=args.cron,
-        parameters={"repo": str(repo)},
-        limit=1,  # one pipeline at a time: stages share the workspace (DVC would refuse a second anyway)
-        description="curate -> base -> sft -> grpo -> evaluate through DVC; overrides run a DVC experiment",
-    )
+    from prefect import serve
+
+    serve(*to_deployments(repo, args.only, args.interval))
 
 
 if __name__ == "__main__":

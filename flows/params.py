@@ -29,7 +29,7 @@ PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 # section -> (its config model, the fields the form shows)
 FORM: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {
-    "model": (ModelConfig, ("name_or_path", "revision", "seed")),
+    "model": (ModelConfig, ("name_or_path", "seed")),
     "curate": (CurateConfig, ("sources", "seed")),
     "sft": (SFTConfig, ("steps", "lr", "batch_size", "seed")),
     "grpo": (
@@ -55,7 +55,6 @@ DESCRIPTIONS = {
     "rewards": "reward functions and their weights (the reward is the weighted sum)",
     "lr": "peak learning rate",
     "prompts_per_step": "prompts sampled per step (each gets group_size completions)",
-    "revision": "hub revision (commit or tag) when name_or_path is a hub id",
 }
 
 

@@ -36,7 +36,7 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -53,7 +53,7 @@ from tasks.tracking import PARENT_ENV, PREFECT_URL_ENV, end_run, start_parent
 
 __all__ = ["STAGES", "DagError", "StageFailed", "post_training", "run_experiment", "run_stage", "stage_order"]
 
-STAGES = ("curate", "base", "sft", "grpo", "evaluate")
+STAGES = ("sources", "curate", "base", "sft", "grpo", "evaluate")
 TAIL_LINES = 40  # lines of stage output quoted in the error of a failed stage
 
 
@@ -67,7 +67,9 @@ def _child_env(repo: str, parent_run_id: str | None, run_url: str | None) -> dic
     # Stage commands find the project's interpreter (tasks/stage.sh); this one comes first.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONUNBUFFERED"] = "1"  # stream stage logs as they happen, not at exit
-    env.setdefault(SPOOL_ENV, str(Path(repo).resolve() / ".r1flow" / "spool"))  # not in an experiment's temp copy
+    env.setdefault(
+        SPOOL_ENV, str(Path(repo).resolve() / ".r1flow" / "spool")
+    )  # not in an experiment's temp copy
     if parent_run_id:
         env[PARENT_ENV] = parent_run_id
     if run_url:
@@ -85,8 +87,9 @@ def _stream(cmd: list[str], repo: str, env: dict[str, str]) -> None:
     logger = get_run_logger()
     logger.info("$ %s  (in %s)", " ".join(cmd), repo)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
-    with subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          bufsize=1) as proc:
+    with subprocess.Popen(
+        cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as proc:
         assert proc.stdout is not None
         for raw in proc.stdout:  # universal newlines: a progress bar's \r redraw is a line too
             line = raw.rstrip("\n")
@@ -112,8 +115,9 @@ def run_stage(stage: str, repo: str, parent_run_id: str | None = None, run_url: 
 
 
 @task(name="dvc-experiment", retries=0, cache_policy=NO_CACHE)
-def run_experiment(overrides: list[str], repo: str, name: str, parent_run_id: str | None = None,
-                   run_url: str | None = None) -> dict:
+def run_experiment(
+    overrides: list[str], repo: str, name: str, parent_run_id: str | None = None, run_url: str | None = None
+) -> dict:
     """The whole pipeline as ``dvc exp run --temp --name <name> -S ++k=v ...``."""
     cmd = [_dvc(), "exp", "run", "--temp", "--name", name]
     for item in overrides:
@@ -147,8 +151,15 @@ def _flow_run() -> tuple[dict[str, str], str]:
     return tags, str(flow_run.name or flow_run.id)
 
 
-def _experiment(overrides: list[str], root: Path, name: str, retries: int, parent: str, url: str | None,
-                tracking_override: str | None) -> dict:
+def _experiment(
+    overrides: list[str],
+    root: Path,
+    name: str,
+    retries: int,
+    parent: str,
+    url: str | None,
+    tracking_override: str | None,
+) -> dict:
     # The experiment runs in a scratch copy: a relative MLflow store would land there too.
     args = [*overrides, f"tracking.uri={tracking_override}"] if tracking_override else overrides
     exp = run_experiment.with_options(retries=retries)(args, str(root), name, parent, url)
@@ -161,6 +172,8 @@ def _experiment(overrides: list[str], root: Path, name: str, retries: int, paren
     return exp
 
 
+StageName = Literal[STAGES]
+ALL_STAGES: list[str] = list(STAGES)
 DEFAULT_SETTINGS = RunSettings()  # shared, never mutated: the form as params.yaml fills it
 NO_OVERRIDES: list[str] = []
 
@@ -170,15 +183,19 @@ def post_training(
     repo: str = ".",
     settings: RunSettings = DEFAULT_SETTINGS,
     params_overrides: list[str] = NO_OVERRIDES,
+    stages: list[StageName] = ALL_STAGES,
     stage_retries: int = 0,
 ) -> dict:
-    """curate -> base -> sft -> grpo -> evaluate through DVC; with changes, one DVC experiment.
+    """sources -> curate -> base -> sft -> grpo -> evaluate through DVC; with changes, one DVC experiment.
 
     Args:
         repo: project root holding dvc.yaml and params.yaml (the deployments set it)
         settings: the settings people change most, filled in from params.yaml; a value changed here
             becomes an override, and the run a DVC experiment named after this flow run
         params_overrides: any other params.yaml key as key.path=value, e.g. grpo.epsilon=0.3
+        stages: the stages to bring up to date, in DVC's order (evaluate-only: [evaluate]); all by
+            default. Upstream stages not listed are used as they are. A run with changes is always
+            the whole pipeline, as one DVC experiment.
         stage_retries: retries per stage task (0: training is not idempotent)
     """
     logger = get_run_logger()
@@ -186,13 +203,15 @@ def post_training(
     overrides = changed_overrides(settings) + list(params_overrides or [])
     params = load_params(root / "params.yaml", overrides=overrides)  # fails here, before any stage
     check_out_dirs(params, root)
-    order = stage_order(root)
+    order = [s for s in stage_order(root) if s in stages or set(stages) == set(STAGES)]
     tracking = _absolute_tracking(params.tracking, root)
     prefect_tags, run_name = _flow_run()
     run_url = prefect_tags.get("prefect.flow_run_url")
     with workspace_lock(root, logger):
         title = "post-training" + (" " + " ".join(overrides) if overrides else "")
-        parent = start_parent(tracking, name=title, tags={"r1flow.overrides": " ".join(overrides), **prefect_tags})
+        parent = start_parent(
+            tracking, name=title, tags={"r1flow.overrides": " ".join(overrides), **prefect_tags}
+        )
         logger.info("MLflow parent run %s at %s; stages %s", parent, tracking.uri, order)
         mlflow_link(tracking.uri, parent, tracking.experiment)
         result: dict[str, Any] = {"parent_run_id": parent, "experiment": None, "stages": {}}
@@ -216,8 +235,15 @@ def post_training(
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Run the post-training pipeline once (ephemeral Prefect).")
     ap.add_argument("--repo", default=".", help="project root holding dvc.yaml and params.yaml")
-    ap.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="parameter override; any override runs the pipeline as a DVC experiment")
+    ap.add_argument(
+        "-S",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="parameter override; any override runs the pipeline as a DVC experiment",
+    )
     ap.add_argument("--retries", type=int, default=0, help="retries per stage task (default 0)")
     args = ap.parse_args(argv)
     post_training(repo=args.repo, params_overrides=args.overrides, stage_retries=args.retries)

@@ -57,8 +57,16 @@ def run_key(config: dict[str, Any], inputs: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def save(ckpt_dir: Path, step: int, state: dict[str, Any], history: list[dict], *, rank_state: dict | None = None,
-         engine=None, config: dict[str, Any] | None = None) -> Path:
+def save(
+    ckpt_dir: Path,
+    step: int,
+    state: dict[str, Any],
+    history: list[dict],
+    *,
+    rank_state: dict | None = None,
+    engine=None,
+    config: dict[str, Any] | None = None,
+) -> Path:
     """Write step ``step`` on every rank (a collective); returns its folder. ``state`` is rank 0's."""
     r, world = distributed.rank(), distributed.world_size()
     final, tmp = ckpt_dir / f"step-{step:06d}", ckpt_dir / f".tmp-step-{step:06d}"
@@ -75,8 +83,13 @@ def save(ckpt_dir: Path, step: int, state: dict[str, Any], history: list[dict], 
         torch.save({"step": step, **state}, tmp / "state.pt")
         (tmp / "history.json").write_text(json.dumps(history))
         files = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
-        manifest = {"step": step, "world_size": world, "engine": engine is not None, "config": config or {},
-                    "files": files}
+        manifest = {
+            "step": step,
+            "world_size": world,
+            "engine": engine is not None,
+            "config": config or {},
+            "files": files,
+        }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
         tmp.rename(final)  # atomic on one filesystem: a checkpoint is either whole or absent
         complete = [p for p in sorted(ckpt_dir.glob("step-*")) if is_complete(p)]
@@ -149,12 +162,19 @@ def check_resume(path: Path, config: dict[str, Any], *, engine: bool, world_exac
         )
     notes = []
     if old and old.get("steps") != config["steps"]:
-        notes.append(f"steps changed {old.get('steps')} -> {config['steps']}: the learning-rate schedule "
-                     "depends on it, so this run is NOT the one an uninterrupted run would have been")
+        notes.append(
+            f"steps changed {old.get('steps')} -> {config['steps']}: the learning-rate schedule "
+            "depends on it, so this run is NOT the one an uninterrupted run would have been"
+        )
     if was != now:
-        notes.append(f"world size changed {was} -> {now}: " + (
-            "same global batch, exact up to floating-point order" if world_exact
-            else "each process draws its own completions, so the continuation is NOT exact"))
+        notes.append(
+            f"world size changed {was} -> {now}: "
+            + (
+                "same global batch, exact up to floating-point order"
+                if world_exact
+                else "each process draws its own completions, so the continuation is NOT exact"
+            )
+        )
     for note in notes:
         print(f"resume {path}: {note}", file=sys.stderr, flush=True)
     return notes

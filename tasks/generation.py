@@ -6,7 +6,14 @@ Choices:
 - A lean KV-cached decode loop instead of ``model.generate``: one forward per new token, sampling
   on the last logits. On tiny models the per-token Python overhead of ``generate`` (logits
   processors, stopping criteria, cache bookkeeping) dominates the math.
-- Rows that emit EOS leave the decode batch (their cache rows are dropped; ``rows`` maps the active
+- Stop conditions (:func:`stop_conditions`): every eos id of the tokenizer and of the model's
+  ``generation_config`` (a list for Llama-3-Instruct / gemma-2-it, whose end-of-turn token is not
+  the tokenizer's eos), plus optional stop strings (``model.stop_strings``), matched on the decoded
+  tail of each row after every token. A row ends at the token that completes a stop; the mask
+  covers the tokens up to and including it, and the text is the decode of exactly those tokens
+  (special tokens stripped), cut after the stop string when a string stopped it (the text keeps the
+  string, as ``generate`` does). Rollouts, evaluation and benchmarks all reach this one function.
+- Rows that stop leave the decode batch (their cache rows are dropped; ``rows`` maps the active
   batch back to output rows), so a step costs only the unfinished rows. No forward runs after the
   last token (the one at ``max_new_tokens`` or the one that finishes the last row).
 - The KV cache is pre-allocated per layer to prompt length + ``max_new_tokens`` and written in
@@ -44,9 +51,9 @@ class Samples:
     prompt_ids: torch.Tensor  # [B, P] left-padded prompts (each prompt repeated n times)
     prompt_mask: torch.Tensor  # [B, P]
     completion_ids: torch.Tensor  # [B, T] right-padded with pad id
-    completion_mask: torch.Tensor  # [B, T] 1 up to and including EOS
+    completion_mask: torch.Tensor  # [B, T] 1 up to and including the stop token
     texts: list[str]  # decoded completions, special tokens stripped
-    truncated: torch.Tensor  # [B] bool: hit max_new_tokens without EOS
+    truncated: torch.Tensor  # [B] bool: hit max_new_tokens without a stop
 
     def select(self, idx: list[int]) -> Samples:
         """The rows ``idx`` (e.g. the groups kept by dynamic sampling, or one micro-batch)."""
@@ -55,6 +62,42 @@ class Samples:
             self.prompt_ids[t], self.prompt_mask[t], self.completion_ids[t], self.completion_mask[t],
             [self.texts[i] for i in idx], self.truncated[t],
         )
+
+
+@dataclass(frozen=True)
+class Stops:
+    """What ends a completion: any of ``ids`` sampled, or any of ``strings`` in the decoded tail."""
+
+    ids: tuple[int, ...]
+    strings: tuple[str, ...] = ()
+
+
+def stop_conditions(model, tokenizer, stop_strings=()) -> Stops:
+    """Every eos id of the tokenizer and the model's generation config (order kept, no repeats)."""
+    gen = getattr(getattr(model, "module", model), "generation_config", None)  # DDP wraps as .module
+    ids: list[int] = []
+    for src in (tokenizer.eos_token_id, getattr(gen, "eos_token_id", None)):
+        for i in src if isinstance(src, (list, tuple)) else [src]:
+            if i is not None and int(i) not in ids:
+                ids.append(int(i))
+    if not ids:
+        raise ValueError("no stop token: the tokenizer has no eos_token and generation_config no eos_token_id")
+    return Stops(tuple(ids), tuple(stop_strings))
+
+
+def _string_stops(tokenizer, comp, rows, t: int, strings: tuple[str, ...]) -> torch.Tensor:
+    """[active rows] bool: the decoded tail (enough tokens for the longest string, even at one
+    byte per token) contains a stop string. A row is checked after every token, so the first hit
+    is the token that completed the string."""
+    window = 4 * max(len(x) for x in strings) + 2
+    tails = tokenizer.batch_decode(comp[rows, max(0, t + 1 - window) : t + 1].tolist())
+    return torch.tensor([any(x in tail for x in strings) for tail in tails], device=comp.device)
+
+
+def _cut(text: str, strings: tuple[str, ...]) -> str:
+    """``text`` up to the end of its first stop string (unchanged if none is in it)."""
+    ends = [i + len(x) for x in strings if (i := text.find(x)) >= 0]
+    return text[: min(ends)] if ends else text
 
 
 def encode_prompts(tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,13 +213,15 @@ def sample(
     greedy: bool = False,
     generator: torch.Generator | list[torch.Generator] | None = None,
     engine: str = "auto",
+    stops: Stops | None = None,
 ) -> Samples:
     """Draw ``n`` completions per prompt (rows grouped: prompt i owns rows i*n .. i*n+n-1).
 
     ``engine``: "auto" (the lean decoder when the model is supported, else the HF forward), "hf"
     (always the HF forward) or "lean" (ValueError naming the reason when unsupported).
+    ``stops``: default ``stop_conditions(model, tokenizer)`` (every eos id, no stop strings).
     """
-    s = _sample(model, tokenizer, prompts, n, max_new_tokens, temperature, greedy, generator, engine)
+    s = _sample(model, tokenizer, prompts, n, max_new_tokens, temperature, greedy, generator, engine, stops)
     # The trainer differentiates through these ids (the embedding saves them for backward), which
     # inference tensors refuse: copy them out of inference mode.
     return Samples(s.prompt_ids.clone(), s.prompt_mask.clone(), s.completion_ids.clone(),
@@ -206,14 +251,16 @@ def _sample(
     greedy: bool = False,
     generator: torch.Generator | list[torch.Generator] | None = None,
     engine: str = "auto",
+    stops: Stops | None = None,
 ) -> Samples:
     """``sample``'s decode loop; its tensors are inference tensors."""
+    stops = stops or stop_conditions(model, tokenizer)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     device = next(model.parameters()).device
     ids, mask = encode_prompts(tokenizer, prompts)
     ids, mask = ids.repeat_interleave(n, 0).to(device), mask.repeat_interleave(n, 0).to(device)
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    pad, stop_ids = tokenizer.pad_token_id, torch.tensor(stops.ids, device=device)
     batch, width = ids.shape
     dec = _decoder(model, engine, width + max_new_tokens)
     was_training = model.training
@@ -224,6 +271,7 @@ def _sample(
     next_pos = positions[:, -1:] + 1
     rows = torch.arange(batch, device=device)  # active batch row -> output row
     comp = torch.full((batch, max_new_tokens), pad, dtype=torch.long, device=device)
+    stop_at = torch.full((batch,), -1, dtype=torch.long, device=device)  # the token that ended a row
     steps = 0
     for t in range(max_new_tokens):
         logits = logits.float()
@@ -233,10 +281,14 @@ def _sample(
             probs = torch.softmax(logits / temperature, dim=-1)
             tok = _draw(probs, generator, rows // n)
         comp[rows, t] = tok
+        ended = torch.isin(tok, stop_ids)
+        if stops.strings:
+            ended |= _string_stops(tokenizer, comp, rows, t, stops.strings)
+        stop_at[rows[ended]] = t
         steps = t + 1
         if steps == max_new_tokens:
             break  # no forward for a token that will never be sampled
-        live = tok != eos
+        live = ~ended
         if not bool(live.all()):
             keep = live.nonzero().squeeze(-1)
             if keep.numel() == 0:
@@ -247,12 +299,13 @@ def _sample(
         next_pos = next_pos + 1
 
     comp = comp[:, :steps]
-    # Mask: 1 for every token up to and including the first EOS (finished rows hold pad after it).
-    is_eos = comp == eos
-    after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
-    comp_mask = (~after_eos).long()
-    texts = tokenizer.batch_decode(comp, skip_special_tokens=True)
-    truncated = ~is_eos.any(1)
+    # Mask: 1 for every token up to and including the one that stopped the row (pad after it).
+    truncated = stop_at < 0
+    last = torch.where(truncated, steps - 1, stop_at)
+    comp_mask = (torch.arange(steps, device=device)[None] <= last[:, None]).long()
+    texts = tokenizer.batch_decode(comp, skip_special_tokens=True)  # rows hold pad after their stop
+    if stops.strings:
+        texts = [_cut(x, stops.strings) for x in texts]
     model.train(was_training)
     return Samples(ids, mask, comp, comp_mask, texts, truncated)
 

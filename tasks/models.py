@@ -7,15 +7,26 @@ with ``save_pretrained``. Characters suit arithmetic (one digit = one token); th
 ``<think>``, ``</think>``, ``<answer>``, ``</answer>`` are single tokens so the format costs four
 decode steps, not thirty.
 
-A ``models/base`` folder that holds only ``r1flow_source.json`` points at a hub model (id and
-revision) instead of a copy of its weights: a 70B model is not duplicated onto local disk.
+A ``models/base`` folder that holds only ``r1flow_source.json`` points at a hub model (id, the
+requested revision and the commit sha ``base`` resolved it to; every stage loads the sha) instead
+of a copy of its weights: a 70B model is not duplicated onto local disk.
 
-Prompts are rendered by :func:`render_prompt`: a tokenizer with a chat template gets a system
-message asking for the think/answer format; the embedded tokenizer has none and sees the raw prompt.
+Prompts are rendered by :func:`render_prompt` as ``model.prompt`` says (the same function in SFT,
+GRPO rollouts and evaluation; :func:`rendering_id` names the rendering for an eval spec):
+- ``chat``: the tokenizer's chat template with a system turn holding ``system_prompt``;
+- ``chat_no_system``: the template with the user turn only (for templates that inject their own
+  system prompt, or models prompted without one);
+- ``chat_fold_system``: ``system_prompt``, a blank line and the problem in one user turn, for
+  templates without a system role (Gemma's raises "System role not supported");
+- ``plain``: ``plain_template`` filled with ``{system}`` and ``{prompt}``, for base models;
+- ``auto`` (default): ``chat``, or ``chat_fold_system`` when the template rejects a system turn,
+  when the tokenizer has a chat template; else ``plain``. The embedded tokenizer has none, and the
+  default plain template is ``{prompt}``: it sees the raw prompt.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import string
 from pathlib import Path
@@ -25,15 +36,12 @@ from tokenizers import Tokenizer, decoders, models
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config
 
 from tasks.config.base import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
-from tasks.config.model import ModelConfig
+from tasks.config.model import SYSTEM_PROMPT, ModelConfig, PromptConfig
 
 POINTER = "r1flow_source.json"
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
 TAGS = [THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE]
-SYSTEM_PROMPT = (
-    "Think step by step inside <think></think>, then give only the final answer inside "
-    "<answer></answer>."
-)
+__all__ = ["SYSTEM_PROMPT"]  # re-exported: the default system prompt lives in tasks.config
 
 
 def build_char_tokenizer() -> PreTrainedTokenizerFast:
@@ -83,20 +91,21 @@ def build_tiny(cfg: ModelConfig, out_dir: str | Path) -> Path:
     return out
 
 
-def write_pointer(cfg: ModelConfig, out_dir: str | Path) -> Path:
-    """For a hub model: record id@revision instead of copying the weights."""
+def write_pointer(cfg: ModelConfig, out_dir: str | Path, sha: str) -> Path:
+    """For a hub model: record id, requested revision and resolved commit instead of the weights."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / POINTER).write_text(json.dumps({"name_or_path": cfg.name_or_path, "revision": cfg.revision}))
+    src = {"name_or_path": cfg.name_or_path, "revision": cfg.revision, "sha": sha}
+    (out / POINTER).write_text(json.dumps(src, indent=1) + "\n")
     return out
 
 
 def resolve(name_or_path: str | Path) -> tuple[str, str | None]:
-    """Map a local pointer folder to (hub id, revision); anything else passes through."""
+    """Map a local pointer folder to (hub id, commit sha); anything else passes through."""
     p = Path(name_or_path)
     if (p / POINTER).is_file() and not (p / "config.json").is_file():
         src = json.loads((p / POINTER).read_text())
-        return src["name_or_path"], src.get("revision")
+        return src["name_or_path"], src.get("sha") or src.get("revision")
     return str(name_or_path), None
 
 
@@ -128,12 +137,67 @@ def load_model(name_or_path: str | Path, revision: str | None = None, dtype: tor
     return model
 
 
-def render_prompt(tokenizer, prompt: str) -> str:
-    """The text the model is conditioned on for one problem."""
-    if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return prompt
+def prompt_format(tokenizer, cfg: PromptConfig) -> str:
+    """The concrete format ``cfg.format`` means for this tokenizer (``auto`` resolved)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if cfg.format != "auto":
+        if cfg.format != "plain" and not template:
+            raise ValueError(
+                f"model.prompt.format: {cfg.format} needs a chat template; this tokenizer has none "
+                "(use plain or auto)"
+            )
+        return cfg.format
+    if not template:
+        return "plain"
+    key = (template, cfg.system_prompt)
+    if key not in _SYSTEM_OK:  # does the template accept a system turn? (Gemma's raises)
+        from jinja2.exceptions import TemplateError
+
+        try:
+            _chat(
+                tokenizer,
+                [{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": "x"}],
+            )
+            _SYSTEM_OK[key] = True
+        except TemplateError:
+            _SYSTEM_OK[key] = False
+    return "chat" if _SYSTEM_OK[key] else "chat_fold_system"
+
+
+_SYSTEM_OK: dict[tuple[str, str], bool] = {}
+
+
+def _chat(tokenizer, messages: list[dict]) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def render_prompt(tokenizer, prompt: str, cfg: PromptConfig | None = None) -> str:
+    """The text the model is conditioned on for one problem (formats: module docstring)."""
+    cfg = cfg or PromptConfig()
+    fmt = prompt_format(tokenizer, cfg)
+    if fmt == "plain":
+        return cfg.plain_template.format(prompt=prompt, system=cfg.system_prompt)
+    if fmt == "chat":
+        return _chat(
+            tokenizer, [{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": prompt}]
+        )
+    if fmt == "chat_fold_system":
+        return _chat(tokenizer, [{"role": "user", "content": f"{cfg.system_prompt}\n\n{prompt}"}])
+    return _chat(tokenizer, [{"role": "user", "content": prompt}])
+
+
+def rendering_id(tokenizer, cfg: PromptConfig | None = None) -> str:
+    """``<format>-<12 hex>``: names the rendering (format, system prompt, template and a probe
+    rendering), so two runs that condition the model differently never share an id."""
+    cfg = cfg or PromptConfig()
+    fmt = prompt_format(tokenizer, cfg)
+    facts = {
+        "format": fmt,
+        "system_prompt": cfg.system_prompt,
+        "template": cfg.plain_template if fmt == "plain" else tokenizer.chat_template,
+        "probe": render_prompt(tokenizer, "What is 12+34?", cfg),
+    }
+    return f"{fmt}-{hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:12]}"
 
 
 def count_parameters(model) -> int:

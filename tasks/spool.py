@@ -98,10 +98,10 @@ class Spool:
     # ------------------------------------------------------------------ the training thread's side
     def submit(self, op: dict[str, Any]) -> None:
         """Record ``op`` (journal first, then the queue); never waits for the server."""
-        if op["kind"] == "artifact":  # the file may change or vanish before delivery: keep a copy
+        if op["kind"] in ("artifact", "artifacts"):  # the file may change or vanish before delivery: keep a copy
             dst = self.dir / "artifacts" / str(len(self._ops)) / Path(op["path"]).name
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(op["path"], dst)
+            (shutil.copytree if op["kind"] == "artifacts" else shutil.copy2)(op["path"], dst)
             op = {**op, "path": str(dst)}
         with self._cond:
             self._journal({"seq": len(self._ops), "op": op})
@@ -251,8 +251,18 @@ def apply_op(client, spool: Spool, op: dict[str, Any]) -> None:
             params=[Param(*p) for p in op.get("params", [])],
             tags=[RunTag(*t) for t in op.get("tags", [])],
         )
+    elif kind == "inputs":  # datasets with their md5 (tasks.tracking.StageRun.log_input_files)
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        client.log_inputs(spool.run_id, datasets=[
+            DatasetInput(Dataset(name=d["name"], digest=d["digest"], source_type="local", source=d["source"],
+                                 profile=d["profile"]), tags=[InputTag("mlflow.data.context", d["context"])])
+            for d in op["datasets"]
+        ])
     elif kind == "artifact":
         client.log_artifact(spool.run_id, op["path"], op.get("artifact_path"))
+    elif kind == "artifacts":  # a folder
+        client.log_artifacts(spool.run_id, op["path"], op.get("artifact_path"))
     elif kind == "text":
         client.log_text(spool.run_id, op["text"], op["artifact_file"])
     elif kind == "table":

@@ -121,6 +121,9 @@ class StageRun:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.spool.submit({"kind": "artifact", "path": str(path), "artifact_path": artifact_path})
 
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        self.spool.submit({"kind": "artifacts", "path": str(local_dir), "artifact_path": artifact_path})
+
     def log_text(self, text: str, artifact_file: str) -> None:
         self.spool.submit({"kind": "text", "text": text, "artifact_file": artifact_file})
 
@@ -128,12 +131,29 @@ class StageRun:
         self.spool.submit({"kind": "table", "data": data, "artifact_file": artifact_file})
 
     def log_input_files(self, paths: list[str | Path]) -> None:
-        """Record each input file's md5 (the same digest DVC uses for a file)."""
-        self.set_tags({f"input.{Path(p).name}.md5": md5(p) for p in paths if Path(p).is_file()})
+        """Record each input file's md5 (the same digest DVC uses for a file), as a tag and as an
+        MLflow dataset input whose digest is that md5, so a run leads back to its exact data."""
+        digests = {Path(p): md5(p) for p in paths if Path(p).is_file()}
+        self.set_tags({f"input.{p.name}.md5": d for p, d in digests.items()})
+        if digests:
+            datasets = [{"name": p.name, "digest": d, "source": str(p.resolve()), "profile": _profile(p),
+                         "context": p.stem} for p, d in digests.items()]
+            self.spool.submit({"kind": "inputs", "datasets": datasets})
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if tags:
             self.spool.submit({"kind": "batch", "tags": [[k, str(v)] for k, v in tags.items()]})
+
+
+def _profile(path: Path) -> str | None:
+    """``{"num_rows": n}`` for a parquet file (read from its footer), else None."""
+    if path.suffix != ".parquet":
+        return None
+    import json
+
+    import pyarrow.parquet as pq
+
+    return json.dumps({"num_rows": pq.ParquetFile(path).metadata.num_rows})
 
 
 def _tag(k: str, v: Any):

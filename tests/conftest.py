@@ -22,7 +22,7 @@ from tasks.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
-SOURCES = ("tasks", "flows", "dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore")
+SOURCES = ("tasks", "flows", "dvc.yaml", "params.yaml", "prefect.yaml", "pyproject.toml", ".gitignore", ".dvcignore")
 
 # Settings that make every stage take seconds; the rest comes from params.yaml / the config defaults.
 TINY: dict[str, Any] = {
@@ -95,6 +95,17 @@ def init_repo(path: Path) -> None:
 @pytest.fixture
 def tiny_project(tmp_path: Path) -> Path:
     """A committed git + DVC copy of the project with tiny params; returns its root."""
+    return make_tiny_project(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def tiny_project_module(tmp_path_factory) -> Path:
+    """``tiny_project`` shared by a module's tests (e2e modules that serve one project)."""
+    return make_tiny_project(tmp_path_factory.mktemp("e2e"))
+
+
+def make_tiny_project(tmp_path: Path) -> Path:
+    """Copy the tracked sources under ``tmp_path/project`` with tiny params, git + DVC, committed."""
     project = tmp_path / "project"
     project.mkdir()
     for name in SOURCES:

@@ -32,15 +32,15 @@ from tasks.config.curate import (
 )
 from tasks.config.evaluate import EvaluateConfig
 from tasks.config.grpo import CurriculumConfig, GRPOConfig
-from tasks.config.model import ModelConfig, TinyModel
+from tasks.config.model import SYSTEM_PROMPT, ModelConfig, PromptConfig, TinyModel
 from tasks.config.sft import SFTConfig
 from tasks.config.training import LoraConfig, ScaleConfig, TrainingConfig
 
 __all__ = [
     "ANSWER_CLOSE", "ANSWER_OPEN", "PARAMS_FILE", "SYNTHETIC_FAMILIES", "THINK_CLOSE", "THINK_OPEN", "ConfigError",
     "CurateConfig", "CurriculumConfig", "EvaluateConfig", "GRPOConfig", "GateBounds", "Gsm8kSource", "LoraConfig",
-    "ModelConfig", "Params", "SFTConfig", "ScaleConfig", "Source", "Strict", "SyntheticSource", "TinyModel",
-    "TrackingConfig", "TrainingConfig", "apply_overrides", "load_params", "stage_cli",
+    "ModelConfig", "Params", "PromptConfig", "SYSTEM_PROMPT", "SFTConfig", "ScaleConfig", "Source", "Strict",
+    "SyntheticSource", "TinyModel", "TrackingConfig", "TrainingConfig", "apply_overrides", "load_params", "stage_cli",
 ]
 
 PARAMS_FILE = Path("params.yaml")

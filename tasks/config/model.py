@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from tasks.config.base import Strict
 from tasks.paths import OutDir
@@ -27,9 +29,47 @@ class TinyModel(Strict):
         return self
 
 
+SYSTEM_PROMPT = (
+    "Think step by step inside <think></think>, then give only the final answer inside <answer></answer>."
+)
+
+
+class PromptConfig(Strict):
+    """How a problem becomes the model's input text (tasks/models.py: render_prompt)."""
+
+    format: Literal["auto", "chat", "chat_no_system", "chat_fold_system", "plain"] = Field(
+        "auto",
+        description="auto: chat (folding the system turn if the template has no system role) "
+        "when the tokenizer has a chat template, else plain",
+    )
+    system_prompt: str = SYSTEM_PROMPT
+    plain_template: str = Field(
+        "{prompt}", description="plain format: may use {system} and must use {prompt}"
+    )
+
+    @field_validator("plain_template")
+    @classmethod
+    def _plain(cls, t: str) -> str:
+        if "{prompt}" not in t:
+            raise ValueError("must contain {prompt}")
+        try:
+            t.format(prompt="", system="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"only {{prompt}} and {{system}} may appear in braces ({e})") from None
+        return t
+
+
 class ModelConfig(Strict):
-    name_or_path: str = Field("tiny", description="'tiny' builds the embedded model; else a hub id or local path")
+    name_or_path: str = Field(
+        "tiny", description="'tiny' builds the embedded model; else a hub id or local path"
+    )
     revision: str | None = None
     seed: int = 0
     tiny: TinyModel = TinyModel()
     out_dir: OutDir = "models/base"
+    # dvc.yaml hashes this path as an input of `base`; a local model folder must be named here too
+    watch: str = Field("tasks/models.py", description="path DVC watches for base: the local model folder")
+    prompt: PromptConfig = PromptConfig()
+    stop_strings: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="extra stops besides every eos id"
+    )

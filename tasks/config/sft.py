@@ -12,6 +12,7 @@ class SFTConfig(TrainingConfig):
     batch_size: int = Field(32, ge=1, description="traces per optimiser step (the global batch)")
     weight_decay: float = Field(0.0, ge=0)
     max_length: int = Field(256, ge=8, description="tokens per trace (prompt + completion); longer is cut")
+    drop_truncated: bool = Field(False, description="drop traces longer than max_length (else cut them)")
     save_every: int = Field(200, ge=1, description="steps between checkpoints (a rerun resumes from the last)")
     out_dir: OutDir = "models/sft"
 

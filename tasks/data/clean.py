@@ -8,15 +8,19 @@ Choices:
   Unicode form are the same problem. The first occurrence wins, keeping the output deterministic.
 - Decontamination removes a train row when its prompt equals an eval prompt, or, for prompts longer
   than 50 characters, when it shares any 13-gram of words with any eval prompt (the usual rule from
-  the GPT-3 report). Words are lowercase alphanumeric runs, so punctuation and case do not hide a
-  copy. Short prompts (synthetic arithmetic) use exact match only: "12+7=" shares no 13-gram anyway
+  the GPT-3 report; n and the length are configurable). Words are lowercase alphanumeric runs, so punctuation and case do not hide a
+  copy; figure code (``[asy]`` blocks) is left out, as shared drawing boilerplate. Short prompts (synthetic arithmetic) use exact match only: "12+7=" shares no 13-gram anyway
   and a looser rule would be meaningless at that length.
 - Eval wins every collision: train rows are removed, eval rows never are (except its own dups).
+- Benchmarks named in config (a user's GSM8K test, MATH test, AIME files) are references like the
+  eval split: a train row matching one is removed and the (train id, benchmark item) pair reported.
+- Near-duplicates (MinHash LSH) sit between exact dedup and decontamination: ``tasks/data/neardup.py``.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
@@ -26,11 +30,15 @@ NGRAM_MIN_CHARS = 50
 
 _HSPACE = re.compile(r"[^\S\n]+")  # whitespace runs other than newlines
 _TRAILING = re.compile(r" +\n")  # a space left at a line end by the collapse
+_MESSY = re.compile(r"[^\S\n ]|  | \n")  # anything the collapse would change
 _WORD = re.compile(r"\w+")
+_FIGURE = re.compile(r"\[asy\].*?(?:\[/asy\]|$)", re.DOTALL)
 
 
 def normalise_text(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).strip()
+    if not unicodedata.is_normalized("NFKC", text):  # the check is far cheaper than the transform
+        text = unicodedata.normalize("NFKC", text)
+    return text.strip()
 
 
 def normalise(row: dict) -> dict:
@@ -44,6 +52,8 @@ def normalise(row: dict) -> dict:
 
 
 def _collapse(text: str) -> str:
+    if _MESSY.search(text) is None:  # already single-spaced: most prompts, and every normalised one
+        return text
     return _TRAILING.sub("\n", _HSPACE.sub(" ", text))
 
 
@@ -52,9 +62,15 @@ def prompt_key(prompt: str) -> str:
     return _collapse(normalise_text(prompt))
 
 
+def overlap_text(text: str) -> str:
+    """The text n-gram and shingle overlap is measured on: figure code (MATH's ``[asy]...[/asy]``
+    Asymptote drawings) removed, since it is shared boilerplate, not the problem."""
+    return _FIGURE.sub(" ", text) if "[asy]" in text else text
+
+
 def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
-    words = _WORD.findall(text.lower())
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+    words = _WORD.findall(overlap_text(text).lower())
+    return set(zip(*(words[i:] for i in range(n))))  # every run of n words, built in C
 
 
 def exact_dedup(rows: list[dict]) -> tuple[list[dict], int]:
@@ -69,46 +85,124 @@ def exact_dedup(rows: list[dict]) -> tuple[list[dict], int]:
     return kept, len(rows) - len(kept)
 
 
-def decontaminate(train_rows: list[dict], eval_rows: list[dict]) -> tuple[list[dict], int]:
-    """Drop train rows that equal an eval prompt or (if long) share a word 13-gram with one."""
-    eval_keys = {prompt_key(r["prompt"]) for r in eval_rows}
-    eval_grams: set[tuple[str, ...]] = set()
-    for r in eval_rows:
-        eval_grams |= ngrams(r["prompt"])
+class Reference:
+    """Prompts train rows must not overlap: exact keys and word n-grams, each mapped to its item."""
+
+    def __init__(self, items: Iterable[tuple[str, str]], n: int = NGRAM):
+        self.n, self.keys, self.grams = n, {}, {}
+        for label, prompt in items:
+            self.keys.setdefault(prompt_key(prompt), label)
+            for g in ngrams(prompt, n):
+                self.grams.setdefault(g, label)
+
+    def match(self, prompt: str, min_chars: int = NGRAM_MIN_CHARS) -> str | None:
+        """The reference item ``prompt`` copies (exact, or an n-gram when long enough), else None."""
+        key = prompt_key(prompt)
+        if key in self.keys:
+            return self.keys[key]
+        if len(key) > min_chars and self.grams:
+            grams = ngrams(key, self.n)
+            if self.grams.keys().isdisjoint(grams):  # the common case, answered in C
+                return None
+            return next(self.grams[g] for g in grams if g in self.grams)
+        return None
+
+
+def decontaminate(
+    train_rows: list[dict],
+    eval_rows: list[dict] | Reference,
+    min_chars: int = NGRAM_MIN_CHARS,
+    pairs: list[dict] | None = None,
+) -> tuple[list[dict], int]:
+    """Drop train rows that equal a reference prompt or (if long) share a word n-gram with one.
+
+    ``eval_rows`` is the eval split (each item labelled ``eval:<id>``) or a prebuilt ``Reference``;
+    each removal is appended to ``pairs`` as ``{"id", "split", "item"}`` when given.
+    """
+    ref = (
+        eval_rows
+        if isinstance(eval_rows, Reference)
+        else Reference((f"eval:{r['id']}", r["prompt"]) for r in eval_rows)
+    )
     kept = []
     for row in train_rows:
-        key = prompt_key(row["prompt"])
-        if key in eval_keys:
-            continue
-        if len(key) > NGRAM_MIN_CHARS and eval_grams and not eval_grams.isdisjoint(ngrams(key)):
-            continue
-        kept.append(row)
+        item = ref.match(row["prompt"], min_chars)
+        if item is None:
+            kept.append(row)
+        elif pairs is not None:
+            pairs.append({"id": row["id"], "source": row["source"], "item": item})
     return kept, len(train_rows) - len(kept)
 
 
 def clean_splits(
-    splits: dict[str, list[dict]], bad_rows: dict[str, int] | None = None
+    splits: dict[str, list[dict]],
+    bad_rows: dict[str, int] | None = None,
+    near_dup=None,
+    decontam=None,
+    benchmarks: Iterable[tuple[str, str]] = (),
+    timings: dict[str, float] | None = None,
 ) -> tuple[dict[str, list[dict]], dict]:
-    """Normalise, dedup every split, decontaminate sft and rl against eval; return (splits, report).
+    """Normalise, dedup every split, near-dedup, decontaminate sft and rl; return (splits, report).
 
-    Report: ``{"filters": {"dedup": {split: n}, "decontam": {split: n}, "bad_rows": {source: n}},
-    "counts": {split: {source: n}}}``.
+    ``near_dup`` / ``decontam`` are the config sections (None: near-dup off, default n-grams);
+    ``benchmarks`` are ``(item label, prompt)`` pairs train rows must not overlap, besides eval;
+    ``timings``, when given, receives each step's seconds (the benchmark reads them).
+    Report: ``{"filters": {"dedup"|"near_dup"|"decontam": {split: n}, "bad_rows": {source: n}},
+    "by_source": {filter: {source: n}}, "counts": {split: {source: n}}, "decontam_pairs": [...],
+    "near_dup_pairs": [...]}``.
     """
+    timings = {} if timings is None else timings
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        timings[step] = time.perf_counter() - clock
+        clock = time.perf_counter()
+
     out: dict[str, list[dict]] = {}
     dedup: dict[str, int] = {}
-    decontam: dict[str, int] = {"sft": 0, "rl": 0, "eval": 0}
+    by_source: dict[str, Counter] = {"dedup": Counter(), "near_dup": Counter(), "decontam": Counter()}
     # Eval first: it is what train rows are checked against.
     for split in ("eval", "sft", "rl"):
-        out[split], dedup[split] = exact_dedup([normalise(r) for r in splits.get(split, [])])
+        rows = [normalise(r) for r in splits.get(split, [])]
+        out[split], dedup[split] = exact_dedup(rows)
+        by_source["dedup"] += Counter(r["source"] for r in rows) - Counter(r["source"] for r in out[split])
+    lap("normalise_dedup")
+    near = {s: 0 for s in ("sft", "rl", "eval")}
+    near_pairs: list[dict] = []
+    if near_dup is not None and near_dup.enabled:
+        from tasks.data.neardup import near_dup_filter
+
+        out, removed, near_pairs = near_dup_filter(
+            out, near_dup.threshold, near_dup.shingle, near_dup.num_perm, near_dup.min_words
+        )
+        near = {s: sum(removed[s].values()) for s in near}
+        for c in removed.values():
+            by_source["near_dup"] += c
+    lap("near_dup")
+    n, min_chars = (decontam.ngram, decontam.min_chars) if decontam is not None else (NGRAM, NGRAM_MIN_CHARS)
+    items = [(f"eval:{r['id']}", r["prompt"]) for r in out["eval"]] + list(benchmarks)
+    ref = Reference(items, n)
+    decon: dict[str, int] = {"sft": 0, "rl": 0, "eval": 0}
+    pairs: list[dict] = []
     for split in ("sft", "rl"):
-        out[split], decontam[split] = decontaminate(out[split], out["eval"])
+        before = len(pairs)
+        out[split], decon[split] = decontaminate(out[split], ref, min_chars, pairs)
+        for p in pairs[before:]:
+            p["split"] = split
+            by_source["decontam"][p["source"]] += 1
+    lap("decontam")
     report = {
         "filters": {
             "dedup": {s: dedup[s] for s in ("sft", "rl", "eval")},
-            "decontam": decontam,
+            "near_dup": near,
+            "decontam": decon,
             "bad_rows": dict(sorted((bad_rows or {}).items())),
         },
+        "by_source": {f: dict(sorted(c.items())) for f, c in by_source.items()},
         "counts": {s: source_counts(out[s]) for s in ("sft", "rl", "eval")},
+        "decontam_pairs": pairs,
+        "near_dup_pairs": near_pairs,
     }
     return {s: out[s] for s in ("sft", "rl", "eval")}, report
 

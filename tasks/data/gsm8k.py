@@ -17,34 +17,29 @@ Choices:
   in [0, 1): below ``eval_fraction`` is eval, below ``eval_fraction + sft_fraction`` is sft, the rest
   rl. A row's split depends only on its own question, so adding rows never moves existing ones.
 - Malformed rows (bad JSON, missing field, no ``####``, non-numeric answer) are counted and
-  dropped; more than half bad means the file is not GSM8K format, which is an error naming it.
+  dropped with file, line and reason; more than half bad means the file is not GSM8K format, which
+  is an error naming it (the generic loader in ``tasks/data/sources.py`` does both).
 
-Sources: a local ``.jsonl`` / ``.parquet`` file, or a hub id read with
-``datasets.load_dataset(path, "main", revision=..., split=...)``.
+Sources: anything ``tasks/data/io.py`` reads; a hub id uses the config ``main`` by default.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
+from tasks.data.adapters import NO_DIFFICULTY, text_field
+from tasks.data.io import SourceError  # noqa: F401  (re-exported: callers catch it from here)
 from tasks.data.synthetic import format_solution
 
 SOURCE = "gsm8k"
-NO_DIFFICULTY = -1
-LOCAL_SUFFIXES = (".jsonl", ".parquet")
 
 _ANNOTATION = re.compile(r"<<[^<>]*>>")
 # 1,234,567 or 1234567, optionally negative and with decimals; commas only as thousands groups.
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 
 
-class SourceError(ValueError):
-    """A data source that cannot be read or is mostly not in the expected format."""
 
 
 def stable_hash(text: str) -> str:
@@ -63,25 +58,28 @@ def parse_answer(answer: str) -> tuple[str, str] | None:
     return reasoning, final.replace(",", "")
 
 
+def adapt_gsm8k(record: dict, spec=None) -> dict | str:
+    """One GSM8K record -> a row (without id/source, which the loader adds), or the reason it is bad."""
+    question, answer = text_field(record, "question"), text_field(record, "answer")
+    parsed = parse_answer(answer)
+    if parsed is None:
+        return "no final answer (answer: needs '#### <number>')"
+    reasoning, final = parsed
+    return {"prompt": question, "answer": final, "difficulty": NO_DIFFICULTY,
+            "solution": format_solution(reasoning, final)}
+
+
 def to_row(record: Any) -> dict | None:
     """One GSM8K record -> a curated row, or None if it is malformed."""
     if not isinstance(record, dict):
         return None
-    question, answer = record.get("question"), record.get("answer")
-    if not isinstance(question, str) or not isinstance(answer, str) or not question.strip():
+    try:
+        row = adapt_gsm8k(record)
+    except ValueError:
         return None
-    parsed = parse_answer(answer)
-    if parsed is None:
+    if isinstance(row, str):
         return None
-    reasoning, final = parsed
-    return {
-        "id": f"{SOURCE}-{stable_hash(question)}",
-        "source": SOURCE,
-        "prompt": question,
-        "answer": final,
-        "difficulty": NO_DIFFICULTY,
-        "solution": format_solution(reasoning, final),
-    }
+    return {"id": f"{SOURCE}-{stable_hash(row['prompt'])}", "source": SOURCE, **row}
 
 
 def split_of(row_id: str, sft_fraction: float, eval_fraction: float) -> str:
@@ -94,76 +92,6 @@ def split_of(row_id: str, sft_fraction: float, eval_fraction: float) -> str:
     return "rl"
 
 
-# ----------------------------------------------------------------------------- reading
-def is_local(path: str) -> bool:
-    return Path(path).suffix in LOCAL_SUFFIXES or Path(path).exists()
-
-
-def _read_jsonl(path: Path) -> Iterator[Any]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                yield None  # counted as a bad row, like any other malformed record
-
-
-def _read_parquet(path: Path) -> Iterator[Any]:
-    import pyarrow.parquet as pq
-
-    for batch in pq.ParquetFile(path).iter_batches():
-        yield from batch.to_pylist()
-
-
-def _read_hub(path: str, revision: str | None, split: str) -> Iterator[Any]:
-    from datasets import load_dataset
-
-    try:
-        ds = load_dataset(path, "main", revision=revision, split=split)
-    except Exception as e:  # network, auth, unknown id or revision: all end the same way
-        raise SourceError(f"{path}@{revision or 'latest'} ({split}): cannot load from the hub: {e}") from e
-    yield from ds
-
-
-def read_records(path: str, revision: str | None = None, split: str = "train") -> Iterator[Any]:
-    """Raw records from a local file (by suffix) or the hub."""
-    if not is_local(path):
-        return _read_hub(path, revision, split)
-    p = Path(path)
-    if not p.is_file():
-        raise SourceError(f"{path}: file not found")
-    if p.suffix == ".parquet":
-        return _read_parquet(p)
-    if p.suffix == ".jsonl":
-        return _read_jsonl(p)
-    raise SourceError(f"{path}: unsupported file type {p.suffix!r}; expected one of {LOCAL_SUFFIXES}")
-
-
-def normalise_records(records: Iterable[Any], name: str, limit: int | None = None) -> tuple[list[dict], int]:
-    """Convert records to rows; return (rows, n_bad). Raise if more than half are bad."""
-    rows: list[dict] = []
-    n_seen = n_bad = 0
-    for record in records:
-        if limit is not None and n_seen >= limit:
-            break
-        n_seen += 1
-        row = to_row(record)
-        if row is None:
-            n_bad += 1
-        else:
-            rows.append(row)
-    if n_seen == 0:
-        raise SourceError(f"{name}: no rows")
-    if n_bad * 2 > n_seen:
-        raise SourceError(
-            f"{name}: {n_bad} of {n_seen} rows are not GSM8K format "
-            "(need 'question' and 'answer' ending in '#### <number>')"
-        )
-    return rows, n_bad
-
-
 def load_gsm8k(
     path: str,
     revision: str | None = None,
@@ -173,11 +101,11 @@ def load_gsm8k(
     eval_fraction: float = 0.05,
 ) -> tuple[dict[str, list[dict]], int]:
     """Read, normalise and split a GSM8K-format source; return ({split: rows}, n_bad)."""
-    rows, n_bad = normalise_records(read_records(path, revision, split), path, limit)
-    out: dict[str, list[dict]] = {"sft": [], "rl": [], "eval": []}
-    for row in rows:
-        s = split_of(row["id"], sft_fraction, eval_fraction)
-        if s == "rl":
-            row = {**row, "solution": None}  # RL rows carry only the verifiable answer
-        out[s].append(row)
-    return out, n_bad
+    from tasks.config.curate import Gsm8kSource
+    from tasks.data.sources import load_file_source
+
+    spec = Gsm8kSource(path=path, revision=revision, split=split, limit=limit,
+                       sft_fraction=sft_fraction, eval_fraction=eval_fraction)
+    drops: list[dict] = []
+    splits = load_file_source(spec, revision, drops)
+    return splits, len(drops)

@@ -33,19 +33,36 @@ def rng_state(gen: torch.Generator) -> dict:
     return {"torch": torch.get_rng_state(), "generator": gen.get_state(), "python": random.getstate()}
 
 
-def save_checkpoint(ckpt_dir: Path, step: int, model, opt, sampler, gen: torch.Generator, history: list[dict],
-                    cfg: GRPOConfig, seeds: torch.Generator | None = None) -> Path:
+def save_checkpoint(
+    ckpt_dir: Path,
+    step: int,
+    model,
+    opt,
+    sampler,
+    gen: torch.Generator,
+    history: list[dict],
+    cfg: GRPOConfig,
+    seeds: torch.Generator | None = None,
+) -> Path:
     """Write step ``step``: a collective, every rank calls it with its own ``gen``."""
     engine = distributed.engine_of(opt)
     state = {"sampler": sampler.state_dict(), "seeds": seeds.get_state() if seeds is not None else None}
     if engine is None:
         state.update(model=distributed.unwrap(model).state_dict(), optimizer=opt.state_dict())
-    return checkpoint.save(ckpt_dir, step, state, history, rank_state=rng_state(gen), engine=engine,
-                           config=cfg.model_dump())
+    return checkpoint.save(
+        ckpt_dir, step, state, history, rank_state=rng_state(gen), engine=engine, config=cfg.model_dump()
+    )
 
 
-def load_checkpoint(path: Path, model, opt, sampler, gen: torch.Generator, cfg: GRPOConfig,
-                    seeds: torch.Generator | None = None) -> tuple[int, list[dict]]:
+def load_checkpoint(
+    path: Path,
+    model,
+    opt,
+    sampler,
+    gen: torch.Generator,
+    cfg: GRPOConfig,
+    seeds: torch.Generator | None = None,
+) -> tuple[int, list[dict]]:
     """Restore everything ``save_checkpoint`` wrote (raises ``checkpoint.ResumeError`` when this run
     cannot continue it); this rank gets its own RNG states back."""
     engine = distributed.engine_of(opt)

@@ -32,7 +32,8 @@ import torch
 
 from tasks import distributed
 from tasks.config.grpo import GRPOConfig
-from tasks.generation import Samples, sample
+from tasks.config.model import ModelConfig
+from tasks.generation import Samples, sample, stop_conditions
 from tasks.grpo.loss import group_advantages
 from tasks.models import render_prompt
 from tasks.rewards import applicable_mean, combine, zero_if_none
@@ -81,11 +82,18 @@ class Rollout:
         return zero_if_none(self.per_reward.get("accuracy", [None] * len(self.rewards)))
 
 
-def generate_and_score(model, tokenizer, rows: list[dict], cfg: GRPOConfig, executor, gen) -> Rollout:
-    """Sample ``group_size`` completions per row, score them, and compute group advantages."""
+def generate_and_score(
+    model, tokenizer, rows: list[dict], cfg: GRPOConfig, executor, gen, model_cfg: ModelConfig | None = None
+) -> Rollout:
+    """Sample ``group_size`` completions per row, score them, and compute group advantages.
+    ``model_cfg`` gives the prompt rendering and stop strings (the same as SFT's and evaluation's)."""
     t0 = time.perf_counter()
-    prompts = [render_prompt(tokenizer, r["prompt"]) for r in rows]
-    samples = sample(model, tokenizer, prompts, cfg.group_size, cfg.max_new_tokens, cfg.temperature, generator=gen)
+    model_cfg = model_cfg or ModelConfig()
+    prompts = [render_prompt(tokenizer, r["prompt"], model_cfg.prompt) for r in rows]
+    stops = stop_conditions(model, tokenizer, model_cfg.stop_strings)
+    samples = sample(
+        model, tokenizer, prompts, cfg.group_size, cfg.max_new_tokens, cfg.temperature, generator=gen, stops=stops
+    )
     t_gen = time.perf_counter() - t0
 
     n_tokens = samples.completion_mask.sum(1).tolist()
@@ -124,8 +132,10 @@ def global_take(n_groups: int, good: list[int], need: int) -> tuple[list[int], i
     return mine, taken, dropped
 
 
-def collect(model, tokenizer, draw, cfg: GRPOConfig, executor, gen,
-            seeds: torch.Generator | None = None) -> tuple[list[Rollout], list[Rollout], dict]:
+def collect(
+    model, tokenizer, draw, cfg: GRPOConfig, executor, gen, model_cfg: ModelConfig | None = None,
+    seeds: torch.Generator | None = None,
+) -> tuple[list[Rollout], list[Rollout], dict]:
     """Rollouts for one step: ``(kept, seen, metrics)``.
 
     ``draw(k)`` returns ``k`` rows (from the prompt sampler). Without dynamic sampling one round is

@@ -25,6 +25,7 @@ import torch
 
 from tasks import distributed
 from tasks.config.grpo import GRPOConfig
+from tasks.config.model import ModelConfig
 from tasks.generation import completion_logprobs
 from tasks.grpo.batching import MAX_BUCKETS, MIN_BUCKET_ROWS, Plan, plan
 from tasks.grpo.loss import policy_loss
@@ -137,17 +138,19 @@ def completions_table(seen: list[Rollout]) -> dict[str, list]:
 
 
 def train_step(step: int, model, ref_model, tokenizer, rows: list[dict], sampler: PromptSampler, cfg: GRPOConfig,
-               opt, executor, gen, seeds: torch.Generator | None = None):
+               opt, executor, gen, model_cfg: ModelConfig | None = None, seeds: torch.Generator | None = None):
     """One GRPO step (points 1-4 of the module docstring). Returns (metrics, the curriculum
-    probabilities this step drew with, (kept, seen) rollouts). ``seeds``: ``grpo.prompt_seeds``'s
-    shared stream (rollout.py). Over N ranks every rank updates when any rank kept a group."""
+    probabilities this step drew with, (kept, seen) rollouts). ``model_cfg``: rendering and stops.
+    ``seeds``: ``grpo.prompt_seeds``'s shared stream (rollout.py). Over N ranks every rank updates
+    when any rank kept a group."""
     t_step = time.perf_counter()
     lr = lr_at(step, cfg)
     for group in opt.param_groups:
         group["lr"] = lr
     curriculum = curriculum_metrics(sampler)
-    kept, seen, metrics = collect(model, tokenizer, lambda k: [rows[i] for i in sampler.sample(k)], cfg, executor, gen,
-                                  seeds)
+    kept, seen, metrics = collect(
+        model, tokenizer, lambda k: [rows[i] for i in sampler.sample(k)], cfg, executor, gen, model_cfg, seeds
+    )
     many = distributed.world_size() > 1
     # No informative group anywhere: nothing to learn. Over N ranks, one that kept none still updates.
     if (distributed.all_reduce_max(len(kept)) > 0) if many else kept:

@@ -13,10 +13,11 @@ Choices:
   last closed ``<answer>...</answer>`` if that holds one, else from the whole completion. Blocks
   tagged with another language (```text, ```bash) are never run; an unclosed fence (a truncated
   completion) does not count. No program, or one over ``MAX_CODE_CHARS``, scores 0.0.
-- All assert tests of a row run in ONE sandbox process (the program once, then each assert; the
-  launcher reports a verdict per assert through a nonce-tagged side pipe, so exiting early passes
-  nothing); each stdin/stdout test gets its own process, since each needs its own stdin. Where
-  assert verdicts can be forged, and where they cannot, is in ``tasks.rewards.sandbox``.
+- All assert tests of a row run in ONE sandbox process (the program once, then the calls of each
+  assert); the asserts are judged in this process from the values the calls returned, so the
+  expected values never enter the sandbox (``tasks.rewards.asserts``). Each stdin/stdout test gets
+  its own process, since each needs its own stdin, and its output is compared here. What the
+  sandbox guarantees, and what not, is in ``tasks.rewards.sandbox``.
 - Time budget: a row gets at most ``ROW_BUDGET_S`` of sandbox wall time in all; each run's wall
   limit is the smaller of ``LIMITS.wall_s`` and what is left, and tests not started when the
   budget is spent fail. The reward executor's per-item ``timeout_s`` must exceed
@@ -36,11 +37,11 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from tasks.rewards.sandbox import Limits, run_asserts, run_program
+from tasks.rewards.sandbox import RLimits, SandboxError, isolation, run_asserts, run_program
 
 MAX_CODE_CHARS = 20_000
 ROW_BUDGET_S = 4.0
-LIMITS = Limits()
+LIMITS = RLimits()
 MIN_RUN_S = 0.2  # below this a run cannot even start the interpreter: count the test as failed
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)^[ \t]*```", re.DOTALL | re.MULTILINE)
@@ -117,7 +118,7 @@ def _normalise_output(text: str) -> str:
 
 
 def run_tests(
-    code: str, tests: list[dict[str, str]], budget_s: float | None = None, base: Limits | None = None
+    code: str, tests: list[dict[str, str]], budget_s: float | None = None, base: RLimits | None = None
 ) -> list[bool]:
     """Verdict per test case (in order), spending at most ``budget_s`` (default ``ROW_BUDGET_S``)
     of wall time in all, each run under ``base`` (default ``LIMITS``)."""
@@ -125,7 +126,7 @@ def run_tests(
     deadline = time.monotonic() + (ROW_BUDGET_S if budget_s is None else budget_s)
     verdicts = [False] * len(tests)
 
-    def limits() -> Limits | None:
+    def limits() -> RLimits | None:
         left = deadline - time.monotonic()
         return replace(base, wall_s=min(base.wall_s, left)) if left >= MIN_RUN_S else None
 
@@ -173,3 +174,17 @@ def code_binary(completion: object, row: Mapping[str, Any]) -> float | None:
     """1.0 if the program passes every test, else 0.0; None without ``tests``."""
     verdicts = _verdicts(completion, row)
     return None if verdicts is None else float(all(verdicts))
+
+
+def warmup() -> None:
+    """Probe the sandbox once at worker start (bubblewrap, interpreter, libraries, cgroup), outside
+    any item's timer. A machine without a working sandbox still starts its workers: the error then
+    comes with each code item, counted, while other rewards score normally."""
+    try:
+        isolation()
+    except SandboxError:
+        pass
+
+
+code_reward.warmup = warmup  # type: ignore[attr-defined]  # RewardExecutor calls these at worker start
+code_binary.warmup = warmup  # type: ignore[attr-defined]

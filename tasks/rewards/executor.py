@@ -20,6 +20,9 @@ Design choices:
   worker stuck in C code, blocking signals, or dead (segfault, ``os._exit``, OOM kill) is killed,
   reaped and replaced; the item it was on is blamed (timeout if it overran, error if the worker
   died), and the rest of its chunk goes back to the front of the queue for any live worker.
+- Size cap: a completion (str/bytes) longer than ``max_completion_chars`` is never pickled or
+  sent: it scores 0.0 for every applicable reward and is counted in ``oversize``
+  (``reward/oversize``), so a 50 MB output costs the parent a ``len()``, not a pickle and a pipe.
 - Outcomes: a number -> that score; None -> not applicable (counted); a timeout -> 0.0 counted in
   ``timeouts``; an exception, a non-finite or non-numeric return, or a crash -> 0.0 counted in
   ``errors`` with the first messages kept for the log. Nothing fails silently.
@@ -32,7 +35,6 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import pickle
-import signal
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -40,79 +42,12 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-_OK, _NA, _TIMEOUT, _ERROR = "ok", "na", "timeout", "error"
+from tasks.rewards.worker import _ERROR, _NA, _OK, _TIMEOUT, ItemTimeout, worker_main  # noqa: F401 (re-export)
+
 _MAX_MESSAGES = 20  # error messages kept per call
 
 Unit = tuple[int, str]  # (completion index, reward name)
-Chunk = list[tuple[int, bytes, tuple[str, ...]]]  # (index, pickled (completion, row), reward names)
-
-
-class ItemTimeout(BaseException):
-    """Raised inside a reward by the worker's timer. A BaseException so ``except Exception`` in
-    reward code (sympy and math-verify have many) cannot swallow it."""
-
-
-# ----------------------------------------------------------------------------- worker side
-def _raise_timeout(signum: int, frame: Any) -> None:
-    raise ItemTimeout()
-
-
-def _run_one(fn: Callable, completion: object, row: Any, timeout_s: float) -> tuple[str, float | None, str]:
-    start = time.monotonic()
-    try:
-        signal.setitimer(signal.ITIMER_REAL, timeout_s)
-        try:
-            value = fn(completion, row)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-    except ItemTimeout:
-        return _TIMEOUT, 0.0, ""
-    except BaseException as e:  # SystemExit, MemoryError, RecursionError...: the worker lives on
-        return _ERROR, 0.0, f"{type(e).__name__}: {e}"[:300]
-    if time.monotonic() - start > timeout_s:  # the reward swallowed the alarm and finished late
-        return _TIMEOUT, 0.0, ""
-    if value is None:
-        return _NA, None, ""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return _ERROR, 0.0, f"returned {type(value).__name__}, not a number"
-    if not math.isfinite(value):
-        return _ERROR, 0.0, f"returned {value}"
-    return _OK, value, ""
-
-
-def _worker_main(
-    conn: Connection, rewards: Mapping[str, Callable], timeout_s: float, memory_limit_mb: int | None
-) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if memory_limit_mb:
-        import resource
-
-        limit = memory_limit_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    for fn in rewards.values():
-        warmup = getattr(fn, "warmup", None)
-        if callable(warmup):
-            warmup()
-    signal.signal(signal.SIGALRM, _raise_timeout)
-    conn.send(("ready",))
-    while True:
-        try:
-            chunk = conn.recv()
-        except (EOFError, OSError):  # the parent is gone
-            return
-        if chunk is None:
-            return
-        for index, blob, names in chunk:
-            try:
-                completion, row = pickle.loads(blob)
-            except Exception as e:
-                for name in names:
-                    conn.send((index, name, _ERROR, 0.0, f"could not unpickle item: {e}"[:300]))
-                continue
-            for name in names:
-                conn.send((index, name, *_run_one(rewards[name], completion, row, timeout_s)))
+WorkSlice = list[tuple[int, bytes, tuple[str, ...]]]  # (index, pickled (completion, row), reward names)
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -136,7 +71,9 @@ def applicable_rewards(row: Mapping[str, Any], names: tuple[str, ...]) -> tuple[
     try:
         own = set(own)
     except TypeError:
-        raise ValueError(f"row {row.get('id', '?')!r}: 'rewards' must be a list of names, got {own!r}") from None
+        raise ValueError(
+            f"row {row.get('id', '?')!r}: 'rewards' must be a list of names, got {own!r}"
+        ) from None
     return tuple(n for n in names if n in own)
 
 
@@ -148,6 +85,7 @@ class ScoreResult:
     timeouts: int = 0
     errors: int = 0
     not_applicable: int = 0
+    oversize: int = 0
     error_messages: list[str] = field(default_factory=list)
     wall_s: float = 0.0
 
@@ -158,8 +96,9 @@ class ScoreResult:
         return {f"reward/{name}": applicable_mean(v) for name, v in self.per_reward.items()} | self.counts()
 
     def counts(self) -> dict[str, float]:
-        """Items that timed out, raised, or that no requested reward applied to."""
-        return {"reward/timeouts": self.timeouts, "reward/errors": self.errors, "reward/not_applicable": self.not_applicable}
+        """Items that timed out, raised, were too long to send (oversize), or that no requested reward applied to."""
+        return {"reward/timeouts": self.timeouts, "reward/errors": self.errors, "reward/not_applicable": self.not_applicable,
+                "reward/oversize": self.oversize}
 
 
 @dataclass(eq=False)  # identity semantics: two workers are never "equal"
@@ -184,6 +123,7 @@ class RewardExecutor:
         memory_limit_mb: address-space limit per worker (None: no limit).
         chunks_per_worker: how finely a batch is split, for load balancing.
         start_timeout_s: how long a worker may take to start before it is counted as failed.
+        max_completion_chars: longer completions score 0.0 without being sent (counted as oversize).
     """
 
     def __init__(
@@ -195,6 +135,7 @@ class RewardExecutor:
         memory_limit_mb: int | None = 4096,
         chunks_per_worker: int = 4,
         start_timeout_s: float = 120.0,
+        max_completion_chars: int = 4 * 2**20,
     ) -> None:
         if workers < 1:
             raise ValueError(f"RewardExecutor: workers must be >= 1 (got {workers})")
@@ -207,7 +148,7 @@ class RewardExecutor:
         self.rewards = dict(rewards)
         self.timeout_s, self.grace_s = float(timeout_s), float(grace_s)
         self.memory_limit_mb, self.chunks_per_worker = memory_limit_mb, chunks_per_worker
-        self.start_timeout_s = start_timeout_s
+        self.start_timeout_s, self.max_completion_chars = start_timeout_s, max_completion_chars
         self._ctx = mp.get_context("spawn")
         self._failed_starts = 0
         self._closed = False
@@ -217,7 +158,7 @@ class RewardExecutor:
     def _spawn(self) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
-            target=_worker_main,
+            target=worker_main,
             name="reward-worker",
             daemon=True,
             args=(child_conn, self.rewards, self.timeout_s, self.memory_limit_mb),
@@ -226,7 +167,9 @@ class RewardExecutor:
         child_conn.close()  # so the parent sees EOF when the child dies
         return _Worker(proc, parent_conn, started=time.monotonic())
 
-    def _retire(self, w: _Worker, blame: str, why: str, res: ScoreResult | None, queue: deque[Chunk]) -> None:
+    def _retire(
+        self, w: _Worker, blame: str, why: str, res: ScoreResult | None, queue: deque[WorkSlice]
+    ) -> None:
         """Kill and reap ``w``, keep results it already sent, blame its current unit, requeue the
         rest of its chunk, and put a fresh worker in its place."""
         if w.proc.is_alive():
@@ -238,7 +181,7 @@ class RewardExecutor:
         if w.units and res is not None:
             index, name = w.units.popleft()
             self._record(res, index, name, blame, 0.0, f"{why}, exit code {w.proc.exitcode}")
-            rest: Chunk = []
+            rest: WorkSlice = []
             for i, (blob, _) in w.chunk.items():
                 names = tuple(n for j, n in w.units if j == i)
                 if names:
@@ -325,6 +268,14 @@ class RewardExecutor:
                     self._record(res, i, name, _NA, None, "")
             if not applicable:
                 continue
+            if (
+                isinstance(completion, (str, bytes, bytearray))
+                and len(completion) > self.max_completion_chars
+            ):
+                res.oversize += 1
+                for name in applicable:
+                    self._record(res, i, name, _OK, 0.0, "")
+                continue
             try:
                 items.append(
                     (i, pickle.dumps((completion, dict(row)), protocol=pickle.HIGHEST_PROTOCOL), applicable)
@@ -333,7 +284,7 @@ class RewardExecutor:
                 for name in names:
                     self._record(res, i, name, _ERROR, 0.0, f"could not pickle item {i}: {e}"[:300])
         size = max(1, math.ceil(len(items) / (len(self._workers) * self.chunks_per_worker)))
-        queue: deque[Chunk] = deque(items[k : k + size] for k in range(0, len(items), size))
+        queue: deque[WorkSlice] = deque(items[k : k + size] for k in range(0, len(items), size))
 
         while self._remaining > 0:
             self._dispatch(queue, res)
@@ -355,7 +306,7 @@ class RewardExecutor:
             if len(res.error_messages) < _MAX_MESSAGES:
                 res.error_messages.append(f"item {index}, {name}: {msg}")
 
-    def _dispatch(self, queue: deque[Chunk], res: ScoreResult) -> None:
+    def _dispatch(self, queue: deque[WorkSlice], res: ScoreResult) -> None:
         for w in self._workers:
             if not queue:
                 return
@@ -371,7 +322,7 @@ class RewardExecutor:
                     queue.appendleft(chunk)
                     self._retire(w, _ERROR, "worker died", res, queue)
 
-    def _pump(self, res: ScoreResult, queue: deque[Chunk]) -> None:
+    def _pump(self, res: ScoreResult, queue: deque[WorkSlice]) -> None:
         """Wait for results, deaths or the nearest deadline, and handle whichever came."""
         now = time.monotonic()
         deadlines = [w.last_progress + self.timeout_s + self.grace_s for w in self._workers if w.units]

@@ -3,19 +3,28 @@ r"""Math accuracy reward: extract the final answer and compare it with the gold 
 Choices:
 
 - Extraction, first rule that finds something wins: the content of the *last* closed
-  ``<answer>...</answer>``; else the content of the *last* ``\boxed{...}`` if its braces balance;
-  else the last GSM8K ``#### n`` line. The last, because models restate and revise; an answer tag
-  or a box that never closes (a truncated completion) does not count.
+  ``<answer>...</answer>``; else the content of the *last* ``\boxed{...}`` if its braces balance
+  (or the token after a brace-less ``\boxed 2``); else the last GSM8K ``#### n`` line. The last,
+  because models restate and revise; an answer tag or a box that never closes (a truncated
+  completion) does not count.
 - Cheap rejection before any parsing: a non-string or empty completion, nothing extracted, or an
   extracted answer longer than ``MAX_ANSWER_CHARS`` all score 0.0 without calling sympy, so
   adversarial megabyte outputs cost a few string scans.
-- Thousands separators (``1,000``, LaTeX ``1{,}000``) are removed on both sides before parsing, so
-  ``1,000`` equals ``1000`` and is never read as a tuple.
-- An answer that looks like LaTeX (has ``\``, ``^``, ``_`` or ``{``) and no math delimiters is
-  parsed as inline math (``$...$``), which reads ``2^{10}`` and ``3\frac12`` correctly where the
-  plain-text reader sees ``2`` and ``3``; anything else is read as plain text first (so
-  ``18 dollars`` is 18, not a product of symbols), falling back to inline math. A currency
-  ``\$`` is dropped.
+- Reading the answer, in this order:
+  1. an integer, after thousands separators (``1,000``, ``1{,}000``) and a currency ``\$`` are
+     dropped: the fast path below;
+  2. a number followed by plain words (``18 dollars``, ``5 cm``): the number, which is what
+     math-verify makes of ``18 \text{ dollars}``. A one-letter word is a variable (``5 x``);
+  3. everything else is LaTeX, given to math-verify as inline math (``$...$``, or as it is if it
+     has its own delimiters), the way its authors parse a gold: complex numbers (``6 - 5i``),
+     expressions, tuples and intervals (``(12,102)``), sets and lists (``3, 5, 7``), equations,
+     decimals, ``\text{}`` units, degrees and percentages are math-verify's to read. There is
+     deliberately no second, plain-text reading: math-verify's plain-text reader keeps a single
+     number, so ``6 - 5i`` would become 5. Only LaTeX's explicit thousands separators
+     (``29,\!322``, ``20{,}000``) and a sentence's trailing ``.``/``,`` are removed first.
+  Where math-verify itself cannot tell two answers apart (``64\%+1`` is read as 64, ``43_5`` as
+  43, what follows a ``\text`` unit is dropped), neither can this reward; ``tests/unit/
+  test_math_answers.py`` lists those cases over all of MATH.
 - Plain integers (the common case: the synthetic suite, GSM8K) skip math-verify's parser and
   become ``[sympy.Integer(n), "n"]``, exactly what ``parse`` returns for them, because that
   parser costs ~2 ms per call (sympy's ``parse_expr`` re-imports its namespace each time) and
@@ -49,9 +58,13 @@ from typing import Any
 MAX_ANSWER_CHARS = 1_000
 MATH_VERIFY_TIMEOUT_S = 5  # math-verify's own alarm, used only when no caller timer is armed
 
+_LATEX_THOUSANDS = re.compile(r"(?<=\d)(?:,\\!|\{,\})(?=\d{3}(?!\d))")
+_BARE_TOKEN = re.compile(r"[^\s$]*")
 _GSM8K_LINE = re.compile(r"^[ \t]*####[ \t]*(.*?)[ \t]*$", re.MULTILINE)
 _INTEGER = re.compile(r"-?\d{1,300}")
-_LATEX_HINT = re.compile(r"[\\^_{]")
+# A number followed by plain words, e.g. "18 dollars", "5 cm.": the words are a unit. Words of one
+# letter are not: "5 x" is a product.
+_NUMBER_WITH_UNIT = re.compile(r"(-?(?:\d+(?:\.\d*)?|\.\d+))(?:\s+[A-Za-z]{2,})+\.?")
 # 1-3 digits then groups of exactly three, not inside a longer number or decimal part.
 _THOUSANDS = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,])")
 
@@ -90,19 +103,38 @@ def extract_answer(completion: str) -> str | None:
 
 
 def _last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{`` if its braces balance within the length cap."""
-    start = text.rfind("\\boxed{")
-    if start == -1:
-        return None
-    i = start + len("\\boxed{")
-    depth = 1
-    for j in range(i, min(len(text), i + MAX_ANSWER_CHARS + 1)):
-        if text[j] == "{":
+    r"""Content of the last ``\boxed{...}`` if its braces balance within the length cap, or the
+    token after a brace-less ``\boxed 2`` (as two MATH solutions write it).
+
+    >>> _last_boxed(r"so $\boxed 2$.")
+    '2'
+    >>> print(_last_boxed(r"\boxedfoo{3}"))  # another command, not a box
+    None
+    """
+    start = len(text)
+    while (start := text.rfind("\\boxed", 0, start)) != -1:
+        i = start + len("\\boxed")
+        rest = text[i : i + MAX_ANSWER_CHARS + 2]
+        body = rest.lstrip(" ")
+        if body.startswith("{"):
+            return _balanced(body)
+        if body and body is not rest:  # "\boxed 2": the token up to a space, $ or line end
+            return _BARE_TOKEN.match(body).group(0) or None
+        if not rest[:1].isalpha():
+            return None
+    return None
+
+
+def _balanced(text: str) -> str | None:
+    """The content of the brace group ``text`` starts with; None if it never closes."""
+    depth = 0
+    for j, ch in enumerate(text):
+        if ch == "{":
             depth += 1
-        elif text[j] == "}":
+        elif ch == "}":
             depth -= 1
             if depth == 0:
-                return text[i:j]
+                return text[1:j]
     return None  # unbalanced, or longer than any answer we would parse
 
 
@@ -136,16 +168,25 @@ def _parse(answer: str, timeout: int | None) -> list:
 
     text = normalise(answer)
     if _INTEGER.fullmatch(text):
-        from sympy import Integer
+        return _integer(text)
+    unit = _NUMBER_WITH_UNIT.fullmatch(text)
+    if unit:  # "18 dollars": the number, as math-verify reads "18 \text{ dollars}"
+        number = unit.group(1)
+        return (
+            _integer(number) if _INTEGER.fullmatch(number) else parse(f"${number}$", parsing_timeout=timeout)
+        )
+    # The thousands rule above is for integers only (it would read the interval (12,102) as 12102);
+    # in LaTeX only the explicit separators go: 29,\!322 and 20{,}000.
+    latex = _LATEX_THOUSANDS.sub("", answer.strip().replace("\\$", "")).rstrip(".,; ")
+    if "$" in latex or "\\(" in latex or "\\[" in latex:
+        return parse(latex, parsing_timeout=timeout)
+    return parse(f"${latex}$", parsing_timeout=timeout)
 
-        return [Integer(text), text]
-    delimited = "$" in text or "\\(" in text or "\\[" in text
-    if delimited:
-        return parse(text, parsing_timeout=timeout)
-    as_math = f"${text}$"
-    if _LATEX_HINT.search(text):
-        return parse(as_math, parsing_timeout=timeout) or parse(text, parsing_timeout=timeout)
-    return parse(text, parsing_timeout=timeout) or parse(as_math, parsing_timeout=timeout)
+
+def _integer(text: str) -> list:
+    from sympy import Integer
+
+    return [Integer(text), text]
 
 
 @functools.lru_cache(maxsize=4096)

@@ -20,7 +20,6 @@ curriculum experiment): it takes no sampler, so evaluation can never update the 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -30,7 +29,8 @@ import torch
 
 from tasks.config import Params, stage_cli
 from tasks.config.evaluate import EvaluateConfig
-from tasks.generation import sample
+from tasks.config.model import ModelConfig
+from tasks.generation import Stops, sample, stop_conditions
 from tasks.metrics import mean_over_sources, paired_bootstrap_diff, pass_at_k, per_source_means
 from tasks.models import load_model, load_tokenizer, render_prompt
 from tasks.rewards import zero_if_none
@@ -39,13 +39,15 @@ from tasks.tracking import stage_run
 
 
 def generate_all(model, tokenizer, prompts: list[str], *, n: int, greedy: bool, seed: int, max_new_tokens: int,
-                 temperature: float = 1.0, batch_size: int = 256):
-    """Completions (texts, lengths) for every prompt, n per prompt, in batches of ~batch_size rows."""
+                 temperature: float = 1.0, batch_size: int = 256, stops: Stops | None = None):
+    """Completions (texts, lengths) for every prompt, n per prompt, in batches of ~batch_size rows.
+    ``stops``: default every eos id of the model and tokenizer (tasks/generation.py)."""
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     per_call = max(1, batch_size // n)
     texts, lengths = [], []
     for i in range(0, len(prompts), per_call):
-        s = sample(model, tokenizer, prompts[i : i + per_call], n, max_new_tokens, temperature, greedy, gen)
+        batch = prompts[i : i + per_call]
+        s = sample(model, tokenizer, batch, n, max_new_tokens, temperature, greedy, gen, stops=stops)
         texts += s.texts
         lengths += s.completion_mask.sum(1).tolist()
     return texts, np.array(lengths, dtype=float)
@@ -63,15 +65,19 @@ def heldout_accuracy(model, tokenizer, rows: list[dict], executor, max_new_token
     return mean_over_sources(correct, sources), per_source_means(correct, sources)
 
 
-def evaluate_model(path: str, rows: list[dict], cfg: EvaluateConfig, executor: RewardExecutor) -> tuple[dict, np.ndarray]:
-    """Metrics for one model; also returns the per-prompt greedy correctness (for paired tests)."""
+def evaluate_model(path: str, rows: list[dict], cfg: EvaluateConfig, executor: RewardExecutor,
+                   model_cfg: ModelConfig | None = None) -> tuple[dict, np.ndarray]:
+    """Metrics for one model; also returns the per-prompt greedy correctness (for paired tests).
+    ``model_cfg`` gives the prompt rendering and stop strings (the same as SFT's and GRPO's)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    model_cfg = model_cfg or ModelConfig()
     tokenizer, model = load_tokenizer(path), load_model(path).to(device).eval()
-    prompts = [render_prompt(tokenizer, r["prompt"]) for r in rows]
+    prompts = [render_prompt(tokenizer, r["prompt"], model_cfg.prompt) for r in rows]
+    stops = stop_conditions(model, tokenizer, model_cfg.stop_strings)
     sources = np.array([r["source"] for r in rows])
     def generate(n: int, greedy: bool, seed: int):
         return generate_all(model, tokenizer, prompts, n=n, greedy=greedy, seed=seed, max_new_tokens=cfg.max_new_tokens,
-                            temperature=cfg.temperature, batch_size=cfg.batch_size)
+                            temperature=cfg.temperature, batch_size=cfg.batch_size, stops=stops)
 
     texts, lengths = generate(1, True, cfg.seed)
     scored = executor.score(texts, rows, ["accuracy", "format"])
@@ -149,8 +155,7 @@ def register(params: Params, run, model_dir: str, promote: bool) -> str:
 
     mlflow.set_tracking_uri(params.tracking.uri)
     # The model is a local folder: MLflow's model-card and licence look-ups on the hub would only
-    # retry and time out (minutes offline). Nothing here needs the hub.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # retry and time out. This process is offline unless the user said otherwise (tasks/hub.py).
     name = params.tracking.registered_model
     with mlflow.start_run(run_id=run.run_id):
         info = mlflow.transformers.log_model(
@@ -180,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ) as executor:
         run.log_input_files([args.data])
         for m in cfg.models:
-            results[m], correct[m] = evaluate_model(dirs[m], rows, cfg, executor)
+            results[m], correct[m] = evaluate_model(dirs[m], rows, cfg, executor, params.model)
             print(f"evaluate: {m}: accuracy {results[m]['accuracy']:.3f}")
             run.log_metrics({f"{m}/accuracy": results[m]["accuracy"], **{f"{m}/{k.replace('@', '_at_')}": v for k, v in results[m].items() if k.startswith("pass@")}})
             run.log_metrics({f"{m}/accuracy/{s}": v["accuracy"] for s, v in results[m]["per_source"].items()})

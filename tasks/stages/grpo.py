@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from tasks import distributed
 from tasks.checkpoint import ResumeError
@@ -37,6 +36,7 @@ from tasks.grpo.sharding import ShardedSampler, digest, mean_metrics, weights_di
 from tasks.grpo.train import completions_table, train_step
 from tasks.lora import Reference, add_adapters, trainable
 from tasks.models import load_model, load_tokenizer
+from tasks.progress import progress
 from tasks.rewards.executor import RewardExecutor
 from tasks.tracking import rank_zero_run
 
@@ -92,16 +92,15 @@ def loop(t: Trainer, params: Params, rows: list[dict], start: int, history: list
          executor: RewardExecutor) -> float:
     """Steps ``start..steps-1``: train, log, checkpoint. Appends to ``history``; returns the wall time."""
     cfg = params.grpo
-    bar = tqdm(range(start, cfg.steps), desc="grpo", unit="step", initial=start, total=cfg.steps, file=sys.stderr,
-               mininterval=1.0, disable=t.rank > 0)
+    bar = progress(range(start, cfg.steps), "grpo", initial=start, total=cfg.steps, disable=t.rank > 0)
     t0 = time.perf_counter()
     for step in bar:
         metrics, curriculum, (_, seen) = train_step(step, t.model, t.ref_model, t.tokenizer, rows, t.sampler, cfg,
-                                                    t.opt, executor, t.gen, t.seeds)
+                                                    t.opt, executor, t.gen, params.model, t.seeds)
         metrics = mean_metrics(metrics)  # identity for one process
         history.append({"step": step, **{k: metrics.get(k, float("nan")) for k in ("reward_mean", "accuracy", "loss", "kl")},
                         "curriculum": {k: v for k, v in curriculum.items() if k.startswith("curriculum/p/")}})
-        bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", acc=f"{metrics['accuracy']:.2f}")
+        bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", acc=f"{metrics['accuracy']:.2f}", refresh=False)
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             run.log_metrics(metrics, step)
         else:  # the curriculum is logged every step: its probabilities move step by step

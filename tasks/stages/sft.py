@@ -3,9 +3,14 @@
 Choices, following R1's cold start: a *small* set of worked traces teaches the output format and
 the first steps of the algorithm; reinforcement learning on answer-only prompts does the rest.
 
-- Each example is ``render_prompt(prompt) + solution + EOS``; the loss is next-token cross-entropy
-  on the completion tokens only (prompt tokens are labelled -100), averaged over completion tokens
-  in the batch.
+- Each example is ``render_prompt(prompt) + solution + EOS`` (the rendering ``model.prompt``
+  chooses, the same as GRPO's and evaluation's); the loss is next-token cross-entropy on the
+  completion tokens only (prompt tokens are labelled -100), averaged over completion tokens in the
+  batch.
+- A trace longer than ``max_length`` is cut there and loses its answer and EOS; such traces are
+  counted per source (``truncated`` in ``metrics/sft.json`` and MLflow) and, with
+  ``drop_truncated``, dropped instead. A non-finite loss (e.g. a batch whose every completion was
+  cut away) stops the stage with exit 1 naming the step, before any model is written.
 - Batches are drawn by a seeded permutation per epoch, right-padded; AdamW; the learning rate is
   ``tasks.schedule.lr_at`` (the same schedule fields as GRPO; SFT's default: linear warmup, then
   cosine decay to 10% of the peak); gradient-norm clipping.
@@ -28,6 +33,7 @@ MLflow stage run with per-step loss, learning rate and tokens/s.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 import time
@@ -35,26 +41,48 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from tasks import checkpoint, distributed
 from tasks.config import Params, stage_cli
+from tasks.config.model import PromptConfig
 from tasks.config.sft import SFTConfig
 from tasks.lora import add_adapters, trainable
 from tasks.models import count_parameters, load_model, load_tokenizer, render_prompt
+from tasks.progress import progress
 from tasks.schedule import lr_at
 from tasks.tracking import rank_zero_run
 
 CKPT_ROOT = Path("checkpoints/sft")
 
 
-def encode_example(tokenizer, prompt: str, completion: str, max_length: int) -> tuple[list[int], list[int]]:
+class NonFiniteLoss(RuntimeError):
+    """The loss of a step is NaN or infinite: training cannot continue meaningfully."""
+
+
+def encode_example(
+    tokenizer, prompt: str, completion: str, max_length: int, prompt_cfg: PromptConfig | None = None
+) -> tuple[list[int], list[int]]:
     """Token ids and labels (-100 on the prompt) for one prompt/completion pair, truncated."""
-    p = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False).input_ids
+    p = tokenizer(render_prompt(tokenizer, prompt, prompt_cfg), add_special_tokens=False).input_ids
     c = tokenizer(completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
     ids = (p + c)[:max_length]
     labels = ([-100] * len(p) + c)[:max_length]
     return ids, labels
+
+
+def encode_all(tokenizer, df: pd.DataFrame, cfg: SFTConfig, prompt_cfg: PromptConfig | None = None):
+    """``(examples, truncated)``: the encoded traces (without the cut ones when ``drop_truncated``)
+    and the number of traces per source that did not fit in ``max_length``."""
+    sources = df["source"] if "source" in df.columns else pd.Series(["all"] * len(df))
+    examples, truncated = [], {str(s): 0 for s in sorted(sources.unique())}
+    for p, sol, src in zip(df["prompt"], df["solution"], sources):
+        full = encode_example(tokenizer, p, sol, 10**9, prompt_cfg)
+        if len(full[0]) > cfg.max_length:
+            truncated[str(src)] += 1
+            if cfg.drop_truncated:
+                continue
+        examples.append((full[0][: cfg.max_length], full[1][: cfg.max_length]))
+    return examples, truncated
 
 
 def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -101,8 +129,7 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SF
     device = next(model.parameters()).device
     start, order, history = resume(ckpt_dir, model, opt, g, cfg) if ckpt_dir is not None else (0, [], [])
     t0, tokens = time.perf_counter(), 0
-    bar = tqdm(range(start, cfg.steps), desc="sft", unit="step", initial=start, total=cfg.steps, file=sys.stderr,
-               mininterval=1.0, disable=rank > 0)
+    bar = progress(range(start, cfg.steps), "sft", initial=start, total=cfg.steps, disable=rank > 0)
     for step in bar:
         if len(order) < cfg.batch_size:  # a fresh permutation each epoch
             order += torch.randperm(len(examples), generator=g).tolist()
@@ -118,11 +145,17 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SF
             n_tokens = int(batch["attention_mask"].sum())
         else:
             loss, shown, n_tokens = sharded_loss(model, batch, world)
+        if not math.isfinite(value := shown.item()):  # every rank sees the same global loss
+            n_labels = int((batch["labels"][:, 1:] != -100).sum())
+            raise NonFiniteLoss(
+                f"step {step}: loss is {value} ({n_labels} completion tokens in this rank's batch; 0 means "
+                f"every trace was cut at sft.max_length={cfg.max_length}: raise it or set sft.drop_truncated)"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = distributed.clip_and_step(model, opt, cfg.max_grad_norm)
         tokens += n_tokens
-        bar.set_postfix(loss=f"{shown.item():.3f}", refresh=False)  # redraws follow mininterval
+        bar.set_postfix(loss=f"{shown.item():.3f}", refresh=False)  # redraws only at the interval
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             row = {
                 "step": step,
@@ -172,7 +205,8 @@ def resume(ckpt_dir: Path, model, opt, g: torch.Generator, cfg: SFTConfig) -> tu
 
 
 def build(params: Params, model_dir: str, df: pd.DataFrame):
-    """``(model, peft_model or None, replica, optimiser, tokenizer, examples)`` on this rank."""
+    """``(model, peft_model or None, replica, optimiser, tokenizer, examples, truncated per source)``
+    on this rank."""
     cfg = params.sft
     rank, world, device = distributed.init(cfg.scale)
     torch.manual_seed(cfg.seed)
@@ -182,10 +216,10 @@ def build(params: Params, model_dir: str, df: pd.DataFrame):
     policy = peft_model.get_base_model() if peft_model is not None else model  # adapters live inside it
     opt = torch.optim.AdamW(trainable(policy), lr=cfg.lr, weight_decay=cfg.weight_decay)
     replica, opt = distributed.wrap(policy, opt, cfg.scale, cfg.max_grad_norm)
-    examples = [encode_example(tokenizer, p, s, cfg.max_length) for p, s in zip(df["prompt"], df["solution"])]
+    examples, truncated = encode_all(tokenizer, df, cfg, params.model.prompt)
     if world > 1:
         print(f"sft: rank {rank} of world size {world} on {device}", flush=True)
-    return model, peft_model, replica, opt, tokenizer, examples
+    return model, peft_model, replica, opt, tokenizer, examples, truncated
 
 
 def write_outputs(summary: dict, history: list[dict]) -> None:
@@ -205,21 +239,30 @@ def main(argv: list[str] | None = None) -> int:
     if df.empty or df["solution"].isna().any():
         print(f"{args.data}: SFT needs rows with a worked solution; found {df['solution'].isna().sum()} without", file=sys.stderr)
         return 1
-    model, peft_model, replica, opt, tokenizer, examples = build(params, args.model, df)
+    model, peft_model, replica, opt, tokenizer, examples, truncated = build(params, args.model, df)
+    if not examples:
+        print(f"sft: all {len(df)} traces are longer than sft.max_length={cfg.max_length} and "
+              "sft.drop_truncated is set: nothing to train on", file=sys.stderr)
+        return 1
     with rank_zero_run(params.tracking, "sft", cfg.model_dump()) as run:
         run.log_input_files([args.data])
         run.log_metrics({"n_examples": len(examples), "n_parameters": count_parameters(model),
-                         "n_trainable_parameters": sum(p.numel() for p in trainable(replica))})
+                         "n_trainable_parameters": sum(p.numel() for p in trainable(replica)),
+                         **{f"truncated/{src}": n for src, n in truncated.items()}})
         t0 = time.perf_counter()
         ckpt_dir = CKPT_ROOT / checkpoint.run_key(cfg.model_dump(), [Path(args.data), Path(args.model)])
         try:
             history = train(replica, tokenizer, examples, cfg, log=run.log_metrics, opt=opt, ckpt_dir=ckpt_dir)
+        except NonFiniteLoss as e:  # the run ends FAILED (SystemExit passes through the run context)
+            print(f"sft: {e}; stopping, no model written", file=sys.stderr)
+            raise SystemExit(1) from None
         except checkpoint.ResumeError as e:
             print(f"sft: {e}", file=sys.stderr)
             return 2
         wall = time.perf_counter() - t0
         distributed.save_pretrained(replica, tokenizer, cfg.out_dir, peft_model)
-        summary = {"final_loss": history[-1]["loss"], "steps": cfg.steps, "examples": len(examples), "wall_s": round(wall, 1)}
+        summary = {"final_loss": history[-1]["loss"], "steps": cfg.steps, "examples": len(examples), "wall_s": round(wall, 1),
+                   "truncated": truncated, "dropped_truncated": sum(truncated.values()) if cfg.drop_truncated else 0}
         run.log_metrics({"wall_s": wall})
     rank = distributed.rank()
     distributed.shutdown()

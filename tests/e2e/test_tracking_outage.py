@@ -54,7 +54,9 @@ def test_sft_survives_mlflow_going_down_and_coming_back(tiny_project: Path, subp
             "sft.batch_size=4",
         ]
         err = (tmp_path / "sft.err").open("w")
-        proc = subprocess.Popen(cmd, cwd=p, env=subprocess_env, stdout=subprocess.PIPE, stderr=err, text=True)
+        # the end-of-stage flush waits long enough for a restart on a loaded machine (default 60 s)
+        env = {**subprocess_env, "R1FLOW_TRACKING_FLUSH_S": "400"}
+        proc = subprocess.Popen(cmd, cwd=p, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
         deadline = time.monotonic() + 240
         while not _losses(server.url):  # training has started and metrics flow
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "sft.err").read_text()
@@ -65,7 +67,7 @@ def test_sft_survives_mlflow_going_down_and_coming_back(tiny_project: Path, subp
             time.sleep(0.2)
         time.sleep(3)
         server.start()
-        out, _ = proc.communicate(timeout=240)
+        out, _ = proc.communicate(timeout=600)
         err.close()
         log = (tmp_path / "sft.err").read_text()
         assert proc.returncode == 0, log

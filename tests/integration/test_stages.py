@@ -38,7 +38,8 @@ from tasks.models import build_tiny
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["curate", "base", "sft", "grpo", "evaluate"]
+STAGES = ["sources", "curate", "base", "sft", "grpo", "evaluate"]
+ALWAYS = {"sources": ["always changed"]}  # the data fingerprint runs on every repro; its bytes decide
 TEXT = "  <think>12 + 34:\n 2+4=6</think> <answer>46</answer>"
 
 
@@ -117,7 +118,7 @@ def check_tracking(p: Path, params, ev: dict) -> None:
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(params.tracking.experiment)
     runs = {r.data.tags["r1flow.stage"]: r for r in client.search_runs([exp.experiment_id])}
-    assert set(runs) == set(STAGES)
+    assert set(runs) == set(STAGES) - {"sources"}  # the fingerprint logs no run
     assert all(r.info.status == "FINISHED" for r in runs.values())
 
     grpo_id = runs["grpo"].info.run_id
@@ -190,11 +191,11 @@ def test_repro_runs_all_then_nothing_then_only_what_changed(tiny_project: Path, 
     second = sh(["dvc", "repro"], p, env=env)
     t_second = time.perf_counter() - t0
     print(f"dvc repro: first (all stages) {t_first:.1f}s, second (nothing to do) {t_second:.1f}s")
-    assert ran(second.stdout) == []
-    for s in STAGES:
+    assert ran(second.stdout) == ["sources"]  # same fingerprint bytes: nothing downstream runs
+    for s in STAGES[1:]:
         assert f"Stage '{s}' didn't change, skipping" in second.stdout, s
     assert yaml.safe_load((p / "dvc.lock").read_text()) == lock
-    assert json.loads(sh(["dvc", "status", "--json"], p, env=env).stdout) == {}
+    assert json.loads(sh(["dvc", "status", "--json"], p, env=env).stdout) == ALWAYS
 
     # float(): DVC writes the lock as YAML 1.2 ("5e-05"), which PyYAML's 1.1 resolver reads as a string
     old_lr = float(lock["stages"]["grpo"]["params"]["params.yaml"]["grpo"]["lr"])
@@ -202,10 +203,10 @@ def test_repro_runs_all_then_nothing_then_only_what_changed(tiny_project: Path, 
     status = json.loads(sh(["dvc", "status", "--json"], p, env=env).stdout)
     # only grpo reads the grpo section (dvc.yaml tracks it whole, so DVC names the section);
     # evaluate becomes stale only once models/grpo changes
-    assert status == {"grpo": [{"changed deps": {"params.yaml": {"grpo": "modified"}}}]}
+    assert status == {**ALWAYS, "grpo": [{"changed deps": {"params.yaml": {"grpo": "modified"}}}]}
 
     third = sh(["dvc", "repro"], p, env=env)
-    assert ran(third.stdout) == ["grpo", "evaluate"]
+    assert ran(third.stdout) == ["sources", "grpo", "evaluate"]
     for s in ("curate", "base", "sft"):
         assert f"Stage '{s}' didn't change, skipping" in third.stdout, s
     new = yaml.safe_load((p / "dvc.lock").read_text())["stages"]

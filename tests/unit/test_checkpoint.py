@@ -33,7 +33,12 @@ def test_resume_restores_model_sampler_and_random_state(tmp_path):
     torch.rand(5, generator=gen), torch.rand(2, generator=seeds), sampler.sample(2)  # advance them
     random.seed(7)
     path = save_checkpoint(tmp_path, 4, model, opt, sampler, gen, [{"step": 3}], CFG, seeds)
-    expected = (torch.rand(4, generator=gen), torch.rand(4, generator=seeds), sampler.sample(3), random.random())
+    expected = (
+        torch.rand(4, generator=gen),
+        torch.rand(4, generator=seeds),
+        sampler.sample(3),
+        random.random(),
+    )
 
     m2, o2, s2 = _parts(1)
     g2, seeds2 = torch.Generator().manual_seed(999), torch.Generator().manual_seed(998)

@@ -115,3 +115,33 @@ def test_length_reward_soft_zone_must_fit_the_budget(tmp_path):
         load_params(p)
     p.write_text("grpo:\n  max_new_tokens: 8\n  overlong_cache: 16\n  rewards: {accuracy: 1.0}\n")
     assert load_params(p).grpo.overlong_cache == 16  # unused without the length reward
+
+
+def test_scale_checks_are_config_errors_naming_the_key(tmp_path):
+    msg = error_of(tmp_path, "sft:\n  batch_size: 1\n  scale: {num_processes: 2}\n")
+    assert msg.startswith(f"{tmp_path / 'params.yaml'}: sft: ") and "batch_size (1) < scale.num_processes (2)" in msg
+    msg = error_of(tmp_path, "grpo:\n  prompts_per_step: 1\n  scale: {num_processes: 2}\n")
+    assert "grpo: " in msg and "prompts_per_step (1) < scale.num_processes (2)" in msg
+    p = tmp_path / "params.yaml"  # uneven shards and dynamic sampling are fine on several processes
+    p.write_text("grpo:\n  prompts_per_step: 3\n  dynamic_sampling: true\n  scale: {num_processes: 2}\n")
+    assert load_params(p).grpo.prompts_per_step == 3
+
+
+def test_one_schedule_for_both_stages():
+    """SFT's default decays by cosine to 10% of the peak, GRPO's stays constant, both after the same
+    linear warmup; the doctest of ``lr_at`` is checked here too."""
+    import doctest
+    import math
+
+    import tasks.schedule
+    from tasks.config import GRPOConfig, SFTConfig
+    from tasks.schedule import lr_at
+
+    assert doctest.testmod(tasks.schedule).failed == 0
+    sft = SFTConfig(lr=1.0, warmup_steps=4, steps=12)
+    # warmup (s + 1) / 4; then progress (s - 4) / 8, lr = 0.1 + 0.9 * 0.5 * (1 + cos(pi p))
+    assert [lr_at(s, sft) for s in (0, 3)] == [0.25, 1.0]
+    assert lr_at(8, sft) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi / 2)))
+    assert lr_at(12, sft) == pytest.approx(0.1)
+    grpo = GRPOConfig(lr=1.0, warmup_steps=4, steps=12)
+    assert [lr_at(s, grpo) for s in (0, 3, 4, 11)] == [0.25, 1.0, 1.0, 1.0]

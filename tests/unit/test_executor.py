@@ -244,3 +244,13 @@ def test_workers_that_cannot_start_raise_a_clear_error():
     with RewardExecutor(workers=1, timeout_s=TIMEOUT_S, rewards={"broken": broken}) as ex:
         with pytest.raises(RuntimeError, match="failed to start 3 times"):
             ex.score(["a"], [{}], ["broken"])
+
+
+def test_oversize_completion_scores_zero_without_being_sent(executor):
+    huge = "<answer>132</answer>" + "9" * (executor.max_completion_chars + 1)
+    good = "<think>a</think><answer>132</answer>"
+    res = executor.score([huge, good, huge.encode()], [{"answer": "132"}] * 3, ["accuracy", "format"])
+    assert res.per_reward["accuracy"] == [0.0, 1.0, 0.0]
+    assert res.per_reward["format"] == [0.0, 1.0, 0.0]
+    assert (res.oversize, res.errors, res.timeouts) == (2, 0, 0)
+    assert res.metrics()["reward/oversize"] == 2

@@ -25,6 +25,13 @@ def dvc_dir(tmp_path_factory) -> Path:
     return path
 
 
+def copy_dag(root: Path) -> None:
+    """The project's dvc.yaml and the params.yaml its ``${model.watch}`` reads (deps need not exist)."""
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, root / name)
+    (root / "dvc.lock").unlink(missing_ok=True)
+
+
 def _write(root: Path, stages: dict) -> Path:
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
     (root / "dvc.lock").unlink(missing_ok=True)
@@ -32,12 +39,12 @@ def _write(root: Path, stages: dict) -> Path:
 
 
 def test_stage_order_is_the_stated_pipeline(dvc_dir):
-    shutil.copy(ROOT / "dvc.yaml", dvc_dir / "dvc.yaml")
+    copy_dag(dvc_dir)
     assert stage_order(dvc_dir) == list(STAGES)
 
 
 def test_stage_order_agrees_with_dvc_cli(dvc_dir, sh):
-    shutil.copy(ROOT / "dvc.yaml", dvc_dir / "dvc.yaml")
+    copy_dag(dvc_dir)
     dot = sh(["dvc", "dag", "--dot"], dvc_dir).stdout
     edges = re.findall(r'"([^"]+)" -> "([^"]+)"', dot)
     order = stage_order(dvc_dir)

@@ -87,10 +87,13 @@ def test_tiny_model_loads_with_the_configured_shape(tiny_dir, model, tok):
 
 
 def test_resolve_pointer_folder(tmp_path, tiny_dir):
-    ptr = write_pointer(ModelConfig(name_or_path="Qwen/Qwen2.5-0.5B-Instruct", revision="abc123"), tmp_path / "base")
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    cfg = ModelConfig(name_or_path="Qwen/Qwen2.5-0.5B-Instruct", revision="main")
+    ptr = write_pointer(cfg, tmp_path / "base", sha)
     assert (ptr / POINTER).is_file()
-    assert resolve(ptr) == ("Qwen/Qwen2.5-0.5B-Instruct", "abc123")
-    assert resolve(str(ptr)) == ("Qwen/Qwen2.5-0.5B-Instruct", "abc123")
+    # later stages load the commit base resolved, never the moving branch name
+    assert resolve(ptr) == ("Qwen/Qwen2.5-0.5B-Instruct", sha)
+    assert resolve(str(ptr)) == ("Qwen/Qwen2.5-0.5B-Instruct", sha)
     assert resolve(tiny_dir) == (str(tiny_dir), None)  # a real model folder passes through
     assert resolve("org/some-model") == ("org/some-model", None)
 

@@ -26,8 +26,14 @@ from tasks.rewards.math import MAX_ANSWER_CHARS, GoldParseError, accuracy, extra
 
 @pytest.mark.parametrize(
     "module",
-    [tasks.rewards, tasks.rewards.math, tasks.rewards.format, tasks.rewards.length, tasks.rewards.code,
-     tasks.rewards.executor],
+    [
+        tasks.rewards,
+        tasks.rewards.math,
+        tasks.rewards.format,
+        tasks.rewards.length,
+        tasks.rewards.code,
+        tasks.rewards.executor,
+    ],
 )
 def test_docstring_examples(module):
     failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
@@ -65,6 +71,22 @@ def wrap(answer: str) -> str:
         ("x^2+1", "1+x^{2}", 1.0),
         ("", "132", 0.0),
         ("banana", "132", 0.0),
+        # issue 10: LaTeX answers once read as a single number by the plain-text reader
+        ("5", "6 - 5i", 0.0),
+        ("7", "3, 5, 7", 0.0),
+        ("(-2, 1)", "(-2,1)", 1.0),
+        (r"\boxed{(2, 12) \cup (12, 102)}", r"(2,12) \cup (12,102)", 1.0),
+        ("2k+2+1", "2k+2", 0.0),
+        ("-13x+3+1", "-13x+3", 0.0),
+        ("1+274i+1", "1+274i", 0.0),
+        ("1,-2+1", "1,-2", 0.0),
+        ("-2x", "y = -2x", 1.0),
+        ("y = -2x+1", "y = -2x", 0.0),
+        (".0000672+1", ".0000672", 0.0),
+        (".0000672", "6.72 \\times 10^{-5}", 1.0),
+        ("5,000 dollars", "5000", 1.0),
+        (r"\dfrac{1}{29,\!322,\!216}", r"\frac{1}{29322216}", 1.0),
+        (r"-\frac{5}{3}.", r"-\frac53", 1.0),
     ],
 )
 def test_accuracy_values(answer, gold, expected):
@@ -99,6 +121,8 @@ def test_extract_answer_rules():
     assert extract_answer("Total\n  ####   1,000  \n") == "1,000"
     assert extract_answer("no answer here #### inline") is None  # #### must start a line
     assert extract_answer(r"\boxed{") is None
+    assert extract_answer(r"so $\boxed 2$.") == "2"  # brace-less, as two MATH solutions write it
+    assert extract_answer(r"\boxed {17}.") == "17"
 
 
 @pytest.mark.parametrize(

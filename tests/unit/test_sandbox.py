@@ -21,9 +21,10 @@ import pytest
 
 from tasks.rewards import sandbox
 from tasks.rewards.code import run_tests
-from tasks.rewards.sandbox import UID_BASE, UID_SLOTS, Limits, isolation, run_asserts, run_program
+from tasks.rewards.sandbox import RLimits, isolation, run_asserts, run_program
+from tasks.rewards.uids import UID_BASE, UID_SLOTS
 
-FAST = Limits(cpu_s=1, wall_s=1.5)
+FAST = RLimits(cpu_s=1, wall_s=1.5)
 SECRET = "r1flow-test-secret-5f2c9a"
 OK = [{"input": "", "output": "ok"}]  # a test only an honest, working run passes
 ASSERTS = [{"assert": "assert f(2) == 4"}, {"assert": "assert f(3) == 6"}]
@@ -100,7 +101,7 @@ def _fmt(program: str, canaries) -> str:
     return program.format(**{k: str(v) for k, v in canaries.items()}, secret=SECRET)
 
 
-def _score(program: str, tests: list[dict], canaries, limits: Limits = FAST) -> float:
+def _score(program: str, tests: list[dict], canaries, limits: RLimits = FAST) -> float:
     verdicts = run_tests(_fmt(program, canaries), tests, budget_s=3.0, base=limits)
     return sum(verdicts) / len(verdicts)
 
@@ -163,12 +164,12 @@ def test_environment_is_scrubbed(canaries, monkeypatch):
     monkeypatch.setenv("R1FLOW_TEST_SECRET", SECRET)
     prog = (
         "import os\nprint(dict(os.environ))\nprint(open('/proc/self/environ').read())\n"
-        "print(open(f'/proc/{os.getppid()}/environ').read())"
+        "for p in os.listdir('/proc'):\n    if p.isdigit():\n        print(p, open(f'/proc/{p}/environ').read())"
     )
     res = run_program(prog, limits=FAST)
+    assert res.status == "ok", res.stderr
     assert SECRET not in res.stdout + res.stderr
-    assert "PermissionError" in res.stderr  # the parent's environ is unreadable
-    assert "'PATH': '/usr/local/bin:/usr/bin:/bin'" in res.stdout
+    assert "{'PATH': '/usr/bin:/bin', 'LANG': 'C.UTF-8', 'HOME': '/tmp', 'PWD': '/tmp'}" in res.stdout
 
 
 def test_tcp_connect_never_reaches_a_local_listener(canaries):
@@ -195,7 +196,7 @@ def test_udp_and_dns_go_nowhere(canaries):
             f"s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'x', ('127.0.0.1', {port}))"
         )
         res = run_program(prog, limits=FAST)
-        assert res.stdout == "no dns\n" and res.status == "error"
+        assert res.stdout == "no dns\n"  # the datagram goes to the sandbox's own loopback
         with pytest.raises(TimeoutError):
             rx.recvfrom(10)
 
@@ -209,11 +210,10 @@ def test_gigabytes_of_output_are_capped_and_prompt(canaries):
 
 
 def test_cleanup_survives_chmod_000(canaries):
-    res = run_program("import os\nprint(os.getcwd())\nos.makedirs('a/b')\nos.chmod('a', 0)\nos.chmod('.', 0)")
-    workdir = res.stdout.strip()
-    assert res.status == "ok", res.stderr
-    assert workdir.startswith(tempfile.gettempdir())
-    assert not os.path.exists(workdir)
+    prog = "import os\nprint(os.getcwd(), os.listdir('.'))\nos.makedirs('a/b')\nos.chmod('a', 0)\nos.chmod('.', 0)"
+    first, second = run_program(prog), run_program(prog)
+    assert first.status == second.status == "ok", first.stderr
+    assert first.stdout == second.stdout == "/tmp []\n"  # a private, empty tmpfs each run
 
 
 def test_daemonised_grandchild_is_killed(canaries):
@@ -235,7 +235,7 @@ FORGERIES = {
         "import builtins, os\nbuiltins.exec = lambda *a, **k: None\n"
         "_w = os.write\nos.write = lambda fd, b: _w(fd, b.replace(b' 0\\n', b' 1\\n'))\ndef f(x):\n    return 0"
     ),
-    "trace hook": "import sys\nsys.settrace(lambda *a: None)\ndef f(x):\n    return 2 * x",
+    "trace hook": "import sys\nsys.settrace(lambda *a: None)\ndef f(x):\n    return 0",
     "exit from atexit": "import atexit, os\natexit.register(os._exit, 0)\ndef f(x):\n    raise SystemExit(0)",
 }
 
@@ -280,7 +280,7 @@ def test_run_result_fields():
 def test_isolation_active_here():
     iso = isolation()
     if os.geteuid() == 0:
-        assert iso.drop_uid and iso.netns and iso.mountns
+        assert iso.drop_uid and iso.seccomp and iso.cgroup in ("v1", "v2")
     assert sandbox.sandbox_programs_per_s(n=10) > 0
 
 

@@ -1,0 +1,100 @@
+"""Helpers of the e2e tests that drive a Prefect server through its API (flow runs, logs, waiting).
+
+Imported by the e2e modules (pytest puts this folder on ``sys.path``); no tests here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("R1FLOW_TEST_ARTIFACTS", ROOT / ".r1flow" / "test-artifacts"))
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def record(name: str, data: dict) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    print(f"\n{name}: {json.dumps(data, default=str)}")
+
+
+def client():
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def deployments() -> dict[str, str]:
+    with client() as c:
+        return {d.name: str(d.id) for d in c.read_deployments()}
+
+
+def wait_for(cond, timeout: float, what: str, proc=None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if got := cond():
+            return got
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(
+                f"process exited {proc.returncode} waiting for {what}:\n{log.read_text()[-4000:] if log else ''}"
+            )
+        time.sleep(1)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def trigger(deployment: str, parameters: dict | None = None):
+    from prefect.deployments import run_deployment
+
+    return run_deployment(f"post-training/{deployment}", parameters=parameters or {}, timeout=0)
+
+
+def finished(run_id, timeout: float = 600):
+    def done():
+        with client() as c:
+            fr = c.read_flow_run(run_id)
+        return fr if fr.state and fr.state.type.value in FINAL else None
+
+    return wait_for(done, timeout, f"flow run {run_id}")
+
+
+def newest_run(deployment_id: str, after: float):
+    """The id of the newest flow run of a deployment created after ``after`` (a timestamp), or None."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+    with client() as c:
+        runs = c.read_flow_runs(
+            flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
+        )
+    fresh = [r for r in runs if r.created and r.created.timestamp() > after - 1]
+    return max(fresh, key=lambda r: r.created).id if fresh else None
+
+
+def logs(run_id) -> list[tuple[float, str]]:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with client() as c:
+        found = c.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200)
+    return [(entry.timestamp.timestamp(), entry.message) for entry in found]
+
+
+def wall(fr) -> float:
+    return (fr.end_time - fr.start_time).total_seconds()
+
+
+def training(stages: dict[str, str]) -> set[str]:
+    """The statuses of every stage but ``sources``, the data fingerprint that runs every time."""
+    return {v for k, v in stages.items() if k != "sources"}
+
+
+def stages_of(run_id) -> dict[str, str]:
+    """Per stage 'ran'/'skipped', from the flow's own log lines (the flow's result is not persisted)."""
+    for _, msg in reversed(logs(run_id)):
+        if msg.startswith("stages: "):
+            return yaml.safe_load(msg.removeprefix("stages: "))
+    return {}

@@ -1,0 +1,353 @@
+"""prefect.yaml's deployments against a real ``prefect server start`` on 127.0.0.1 (one per module).
+
+One tiny project (the real DAG, seconds per stage) is served by ``python -m flows.deploy`` as
+``make serve`` does. In order: two overlapping nightly runs are held to one at a time; an API run
+with a typed setting becomes a DVC experiment named after the flow run; a bad typed value fails
+before any stage; a schedule with unchanged data runs no training stage, and after a source file
+changed re-runs curate and everything downstream. Timelines and wall times are written to
+``.r1flow/test-artifacts/`` (``R1FLOW_TEST_ARTIFACTS``) for the record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect_api import (
+    ARTIFACTS,
+    FINAL,
+    client,
+    deployments,
+    finished,
+    logs,
+    newest_run,
+    record,
+    stages_of,
+    training,
+    trigger,
+    wait_for,
+    wall,
+)
+
+from flows.dag import experiment_ref
+from flows.servers import prefect_server
+from tasks.config import load_params
+
+pytestmark = pytest.mark.slow
+CHROMIUM = os.environ.get("R1FLOW_CHROMIUM", "/usr/bin/chromium")  # Debian's; `make setup` installs it
+GSM8K_ROWS = [
+    {
+        "question": f"Tom has {i} apples and buys {i + 3}. How many?",
+        "answer": f"{i}+{i + 3}\n#### {2 * i + 3}",
+    }
+    for i in range(12)
+]
+
+
+@pytest.fixture(scope="module")
+def project(tiny_project_module: Path) -> Path:
+    """The tiny project plus a local GSM8K-format source file (the schedule test edits it)."""
+    p = tiny_project_module
+    (p / "raw").mkdir()
+    (p / "raw" / "mini.jsonl").write_text("".join(json.dumps(r) + "\n" for r in GSM8K_ROWS))
+    params = yaml.safe_load((p / "params.yaml").read_text())
+    params["evaluate"]["register_model"] = False  # registering costs seconds per run and is tested elsewhere
+    params["curate"]["sources"].append(
+        {"kind": "gsm8k", "path": "raw/mini.jsonl", "sft_fraction": 0.3, "eval_fraction": 0.2}
+    )
+    (p / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    load_params(p / "params.yaml")
+    subprocess.run(["git", "add", "-A"], cwd=p, check=True)
+    subprocess.run(["git", "commit", "-qm", "local source"], cwd=p, check=True)
+    return p
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory, project):
+    """A Prefect server with its scheduler (polling every 2 s), and the deployments served from ``project``."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    home = tmp_path_factory.mktemp("prefect")
+    server = prefect_server(home)
+    # the scheduler every 2 s, and at most 2 runs queued ahead per schedule (runs here outlast its interval)
+    server.env.update(
+        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
+        PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS="1",
+        PREFECT_SERVER_SERVICES_SCHEDULER_MAX_RUNS="2",
+    )
+    server.start()
+    url = server.url + "/api"
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": url,
+        "PYTHONUNBUFFERED": "1",
+        "HF_HUB_OFFLINE": "1",  # the tiny local models: no hub look-ups (registration asks for a model card)
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+    }
+    env.pop("R1FLOW_PARENT_RUN_ID", None)
+    log = (home / "serve.log").open("w")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "flows.deploy"],
+        cwd=project,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        with temporary_settings({PREFECT_API_URL: url}):
+            wait_for(
+                lambda: len(deployments()) == 3,
+                240,
+                "the 3 deployments to register",
+                serve,
+                home / "serve.log",
+            )
+            server.serve = serve  # the worker test stops it: then only the worker may pick up runs
+            server.cli_env = env
+            yield server
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, 15)
+            serve.wait(30)
+        server.stop()
+
+
+# ----------------------------------------------------------------------------- tests
+def test_two_overlapping_runs_are_held_to_one_at_a_time(api):
+    a, b = trigger("nightly"), trigger("nightly")
+    fa, fb = finished(a.id), finished(b.id)
+    assert fa.state.type.value == fb.state.type.value == "COMPLETED", (fa.state, fb.state)
+    first, second = sorted([fa, fb], key=lambda fr: min(t for t, m in logs(fr.id) if m.startswith("holding")))
+    waited = [(t, m) for t, m in logs(second.id) if m.startswith("waiting: another run holds")]
+    assert waited, "the second run did not say why it waited"
+    held_at = min(t for t, m in logs(second.id) if m.startswith("holding"))
+    assert held_at >= first.end_time.timestamp() - 1.0  # it ran only once the first had finished
+    assert set(stages_of(first.id).values()) == {"ran"}
+    assert training(stages_of(second.id)) == {"skipped"}  # the first run left nothing to do
+    t0 = min(fa.start_time, fb.start_time).timestamp()
+    record(
+        "overlap_timeline",
+        {
+            "first": {
+                "id": str(first.id),
+                "start_s": round(first.start_time.timestamp() - t0, 1),
+                "end_s": round(first.end_time.timestamp() - t0, 1),
+                "stages": stages_of(first.id),
+            },
+            "second": {
+                "id": str(second.id),
+                "start_s": round(second.start_time.timestamp() - t0, 1),
+                "waiting_logged_s": round(waited[0][0] - t0, 1),
+                "holding_s": round(held_at - t0, 1),
+                "end_s": round(second.end_time.timestamp() - t0, 1),
+                "stages": stages_of(second.id),
+            },
+        },
+    )
+
+
+def test_api_run_with_a_typed_setting_is_a_dvc_experiment(api, project, sh):
+    before = (project / "params.yaml").read_text()
+    fr = finished(trigger("experiment", {"settings": {"evaluate": {"seed": 7}}}).id)
+    assert fr.state.type.value == "COMPLETED", fr.state
+    assert (project / "params.yaml").read_text() == before
+    names = [
+        e.get("name")
+        for row in json.loads(sh(["dvc", "exp", "show", "--json"], project).stdout)
+        for x in (row.get("experiments") or [])
+        for e in x.get("revs", [])
+    ]
+    assert fr.name in names, (fr.name, names)
+    ref = experiment_ref(project, fr.name)
+    assert ref is not None
+    assert yaml.safe_load(sh(["git", "show", f"{ref}:params.yaml"], project).stdout)["evaluate"]["seed"] == 7
+
+    from mlflow.tracking import MlflowClient
+
+    uri = load_params(project / "params.yaml").tracking.uri
+    c = MlflowClient(tracking_uri=uri)
+    exp = c.get_experiment_by_name("r1flow")
+    [parent] = c.search_runs([exp.experiment_id], f"tags.`prefect.flow_run_id` = '{fr.id}'")
+    assert parent.info.status == "FINISHED" and parent.data.tags["r1flow.overrides"] == "evaluate.seed=7"
+    assert (
+        str(fr.id) in parent.data.tags["prefect.flow_run_url"]
+        and api.url in parent.data.tags["prefect.flow_run_url"]
+    )
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with client() as cl:
+        keys = {
+            a.key
+            for a in cl.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[fr.id]))
+            )
+        }
+    assert {"dvc-experiment", "mlflow-run"} <= keys
+    record("api_experiment_run", {"flow_run": fr.name, "wall_s": round(wall(fr), 1), "experiment_ref": ref})
+
+
+def test_a_bad_typed_value_fails_before_any_stage(api, project, sh):
+    refs_before = sh(["git", "for-each-ref", "refs/exps"], project).stdout
+    fr = finished(trigger("experiment", {"settings": {"grpo": {"lr": -1.0}}}).id)
+    assert fr.state.type.value == "FAILED"
+    assert any("grpo.lr" in m and "greater than 0" in m for _, m in logs(fr.id))
+    assert sh(["git", "for-each-ref", "refs/exps"], project).stdout == refs_before
+
+
+def test_custom_run_from_the_ui_in_headless_chromium(api, project):
+    """The deployment's page, then its Custom run form: the GRPO learning rate changed, Submit; the run
+    completes, and its page (state Completed) is saved as a screenshot."""
+    from playwright.sync_api import sync_playwright
+
+    dep = deployments()["experiment"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto(f"{api.url}/deployments/deployment/{dep}", wait_until="networkidle", timeout=120_000)
+            page.get_by_text("experiment").first.wait_for(timeout=60_000)
+            # the Custom run form (the page the deployment's Run -> Custom run menu opens)
+            page.goto(
+                f"{api.url}/deployments/deployment/{dep}/run", wait_until="networkidle", timeout=120_000
+            )
+            field = page.locator(
+                "div.schema-form-property",
+                has=page.locator(".schema-form-property__description", has_text="(grpo.lr)"),
+            ).last
+            field.locator("input").fill("0.0001")
+            t_submit = time.time()
+            page.get_by_role("button", name="Submit").click()
+            run_id = wait_for(lambda: newest_run(dep, t_submit), 120, "the flow run the form submitted")
+            fr = finished(run_id)
+            page.goto(f"{api.url}/runs/flow-run/{run_id}", wait_until="networkidle", timeout=120_000)
+            page.get_by_text("Completed").first.wait_for(timeout=60_000)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "ui_custom_run_completed.png"), full_page=True)
+        finally:
+            browser.close()
+    assert fr.state.type.value == "COMPLETED", fr.state
+    assert fr.parameters["settings"]["grpo"]["lr"] == 0.0001
+    assert any("grpo.lr=0.0001" in m for _, m in logs(fr.id))
+    record(
+        "ui_custom_run",
+        {
+            "flow_run": fr.name,
+            "submit_to_completed_s": round(fr.end_time.timestamp() - t_submit, 1),
+            "run_wall_s": round(wall(fr), 1),
+            "screenshot": str(ARTIFACTS / "ui_custom_run_completed.png"),
+        },
+    )
+
+
+def test_schedule_runs_nothing_on_unchanged_data_and_retrains_on_a_changed_source(api, project):
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    dep = deployments()["nightly"]
+    with client() as c:
+        [sched] = c.create_deployment_schedules(
+            dep, [(IntervalSchedule(interval=timedelta(seconds=30)), True)]
+        )
+
+    def next_scheduled_run(after: float):
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+        with client() as c:
+            runs = c.read_flow_runs(
+                flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[dep]))
+            )
+        done = [
+            r
+            for r in runs
+            if r.auto_scheduled
+            and r.start_time
+            and r.start_time.timestamp() > after
+            and r.state.type.value in FINAL
+        ]
+        return min(done, key=lambda r: r.start_time) if done else None
+
+    try:
+        t0 = time.time()
+        unchanged = wait_for(lambda: next_scheduled_run(t0), 300, "a scheduled run on unchanged data")
+        assert unchanged.state.type.value == "COMPLETED"
+        assert training(stages_of(unchanged.id)) == {"skipped"}, stages_of(unchanged.id)
+
+        with (project / "raw" / "mini.jsonl").open("a") as f:  # new data arrives
+            f.write(
+                json.dumps({"question": "Ann has 40 pens and gives 15 away. How many?", "answer": "#### 25"})
+                + "\n"
+            )
+        t1 = time.time()
+        fresh = wait_for(lambda: next_scheduled_run(t1), 600, "a scheduled run on changed data")
+        assert fresh.state.type.value == "COMPLETED"
+        ran = stages_of(fresh.id)
+        assert ran.get("curate") == "ran" and ran.get("sft") == "ran" and ran.get("evaluate") == "ran", ran
+    finally:
+        with client() as c:
+            c.delete_deployment_schedule(dep, sched.id)
+    record(
+        "scheduled_runs",
+        {
+            "unchanged": {"wall_s": round(wall(unchanged), 1), "stages": stages_of(unchanged.id)},
+            "changed_source": {"wall_s": round(wall(fresh), 1), "stages": ran},
+        },
+    )
+
+
+def test_prefect_deploy_to_a_process_work_pool_with_a_worker(api, project, tmp_path):
+    """``prefect deploy --all`` from prefect.yaml, then a process worker runs evaluate-only in the work tree."""
+    os.killpg(api.serve.pid, 15)  # from here on the deployments belong to the work pool
+    api.serve.wait(30)
+    env = {
+        **api.cli_env,
+        "PREFECT_HOME": str(tmp_path / "cli-home"),
+        "PWD": str(project),
+    }  # as `cd project` sets it
+    prefect = str(Path(sys.executable).parent / "prefect")
+
+    def cli(*args: str) -> str:
+        proc = subprocess.run(
+            [prefect, "--no-prompt", *args], cwd=project, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, f"prefect {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+        return proc.stdout
+
+    cli("work-pool", "create", "r1flow-process", "--type", "process")
+    cli("deploy", "--all")
+    with client() as c:
+        dep = c.read_deployment_by_name("post-training/evaluate-only")
+    assert dep.work_pool_name == "r1flow-process" and dep.parameters == {"stages": ["evaluate"]}
+    run = trigger("evaluate-only")
+    log = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [prefect, "worker", "start", "--pool", "r1flow-process", "--run-once"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        fr = finished(run.id, timeout=400)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, 15)
+        worker.wait(30)
+    assert fr.state.type.value == "COMPLETED", (fr.state, (tmp_path / "worker.log").read_text()[-3000:])
+    assert stages_of(fr.id) == {
+        "evaluate": "skipped"
+    }  # up to date since the runs above: only evaluate was asked
+    assert any(
+        str(project) in m for _, m in logs(fr.id)
+    )  # ran in the work tree prefect.yaml's pull step names
