@@ -92,3 +92,43 @@ def test_run_key_ignores_only_resumable_fields(tmp_path):
     assert checkpoint.run_key(GRPOConfig(steps=99, save_every=3).model_dump(), []) == key
     assert checkpoint.run_key({**CFG.model_dump(), "scale": {"num_processes": 2}}, []) == key
     assert checkpoint.run_key(GRPOConfig(steps=10, lr=1e-3).model_dump(), []) != key
+
+
+def test_sft_checkpoint_at_the_last_step_resumes_to_completion(tmp_path):
+    """A crash after the last step's checkpoint but before the model is saved: the rerun trains zero
+    steps, repeats none, and ends on the same weights; the epoch boundary (4 traces, batch 2, a
+    checkpoint every 2 steps) resumes with the next epoch's permutation."""
+    from tasks.config import ModelConfig, SFTConfig
+    from tasks.config.model import TinyModel
+    from tasks.models import build_tiny, load_model, load_tokenizer
+    from tasks.stages.sft import encode_example, train
+
+    tiny = TinyModel(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+    )
+    path = build_tiny(ModelConfig(tiny=tiny, seed=0), tmp_path / "base")
+    tok = load_tokenizer(path)
+    examples = [encode_example(tok, f"{i}+1=", f"<answer>{i + 1}</answer>", 32) for i in range(4)]
+    cfg = SFTConfig(steps=4, batch_size=2, save_every=2, warmup_steps=1, log_every=1)
+
+    def run(ckpt_dir):
+        torch.manual_seed(0)
+        model = load_model(path)
+        return model, train(model, tok, examples, cfg, ckpt_dir=ckpt_dir)
+
+    def same(a, b) -> bool:
+        return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+    ref, ref_hist = run(tmp_path / "ck")  # leaves its checkpoints (main removes them, train does not)
+    assert sorted(p.name for p in (tmp_path / "ck").glob("step-*")) == ["step-000002", "step-000004"]
+    again, hist = run(tmp_path / "ck")  # a crash after the last checkpoint: zero steps left to train
+    assert hist == ref_hist and same(again, ref)
+    shutil.rmtree(tmp_path / "ck/step-000004")  # a crash before it: resume at the epoch boundary
+    resumed, hist = run(tmp_path / "ck")
+    exact = [[h[k] for k in ("step", "loss", "lr", "grad_norm")] for h in hist]  # tokens_per_s is a timing
+    assert exact == [[h[k] for k in ("step", "loss", "lr", "grad_norm")] for h in ref_hist]
+    assert same(resumed, ref)
