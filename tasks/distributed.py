@@ -18,11 +18,15 @@ Choices:
   step; the engine runs with ``managed_gradient_accumulation: false``, so plain
   ``loss.backward()`` calls accumulate and every ``step()`` is an optimiser step, the contract
   the training loops already follow. DeepSpeed clips gradients itself (``gradient_clipping``).
-- The gradient rule: DDP/DeepSpeed average gradients over ranks, so a loss that is a mean over a
-  rank's share gives the global-batch gradient when every rank holds the same number of items.
-  SFT divides its token sum by the global token count (times world), which is exact for any
-  split. GRPO needs ``prompts_per_step`` divisible by the world size, and equal row counts make
-  ``grpo``/``dr_grpo`` exact; ``dapo`` and ``bnpo`` become the mean of per-rank token means.
+- The gradient rule: DDP/DeepSpeed average gradients over ranks, so each rank scales its loss by
+  ``world / global count`` (SFT: completion tokens; GRPO: rows or tokens, tasks/grpo/batching.py),
+  which is exact for any split, uneven ones included. Ranks with fewer work items run zero-weight
+  passes so every rank joins every gradient all-reduce.
+- ZeRO-3: the engine's parameters are partitioned, and gathering them is a collective every rank
+  must join, which generation (ranks stop at different lengths) cannot promise. The replica's
+  no-grad module is therefore a full copy, refreshed from the gathered shards after every
+  optimiser step and after a resume (:class:`EngineOptimizer`); sampling, reference-free logging,
+  digests and ``save_pretrained`` read it.
 - GRPO's prompt sharding lives with GRPO (``tasks/grpo/sharding.py``) and the rank-0-only MLflow
   run with tracking (``tasks.tracking.rank_zero_run``): an edit there re-runs GRPO, not SFT.
 - Only rank 0 writes files, opens the MLflow run and saves models (:func:`save_pretrained`).
@@ -30,6 +34,7 @@ Choices:
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -123,6 +128,15 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_max(x: int) -> int:
+    """The largest ``x`` over ranks."""
+    if not dist.is_initialized():
+        return x
+    t = torch.tensor([x])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t)
+
+
 def gather_objects(obj: Any) -> list[Any]:
     """Every rank's ``obj``, in rank order (pickled; for small things such as metrics)."""
     if not dist.is_initialized():
@@ -170,10 +184,23 @@ class Replica:
 
 
 class EngineOptimizer:
-    """The optimiser interface over a DeepSpeed engine: ``step()`` is ``engine.step()``."""
+    """The optimiser interface over a DeepSpeed engine: ``step()`` is ``engine.step()``.
 
-    def __init__(self, engine):
-        self.engine = engine
+    ``twin``: under ZeRO-3, the full copy the replica samples with; refreshed after each step."""
+
+    def __init__(self, engine, twin: torch.nn.Module | None = None):
+        self.engine, self.twin = engine, twin
+
+    def refresh(self) -> None:
+        """Copy the gathered ZeRO-3 parameters into the twin (a collective: every rank calls it)."""
+        if self.twin is None:
+            return
+        import deepspeed
+
+        params = list(self.engine.module.parameters())
+        with deepspeed.zero.GatheredParameters(params), torch.no_grad():
+            for src, dst in zip(params, self.twin.parameters()):
+                dst.copy_(src.data)
 
     @property
     def param_groups(self) -> list[dict]:
@@ -184,6 +211,7 @@ class EngineOptimizer:
 
     def step(self) -> None:
         self.engine.step()
+        self.refresh()
 
     def grad_norm(self) -> float:
         norm = self.engine.get_global_grad_norm()
@@ -214,6 +242,15 @@ def deepspeed_config(path: str | Path, world: int, max_grad_norm: float, mixed_p
     return {k: v for k, v in cfg.items() if v != "auto"}
 
 
+def zero_stage(config: dict) -> int:
+    return int(config.get("zero_optimization", {}).get("stage", 0))
+
+
+def engine_of(opt):
+    """The DeepSpeed engine behind ``opt``, or None (DDP / one process)."""
+    return opt.engine if isinstance(opt, EngineOptimizer) else None
+
+
 def wrap(model: torch.nn.Module, opt: torch.optim.Optimizer, scale: ScaleConfig, max_grad_norm: float):
     """``(model, opt)`` ready for data-parallel training; unchanged for one process without DeepSpeed."""
     world = world_size()
@@ -221,8 +258,9 @@ def wrap(model: torch.nn.Module, opt: torch.optim.Optimizer, scale: ScaleConfig,
         import deepspeed
 
         config = deepspeed_config(scale.deepspeed_config, world, max_grad_norm, scale.mixed_precision)
+        twin = copy.deepcopy(model) if zero_stage(config) == 3 else None
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=config)
-        return Replica(engine, engine.module), EngineOptimizer(engine)
+        return Replica(engine, twin or engine.module), EngineOptimizer(engine, twin)
     if world == 1:
         return model, opt
     device_ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None

@@ -211,7 +211,7 @@ def sample(
     max_new_tokens: int = 64,
     temperature: float = 1.0,
     greedy: bool = False,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     engine: str = "auto",
     stops: Stops | None = None,
 ) -> Samples:
@@ -228,6 +228,18 @@ def sample(
                    s.completion_mask.clone(), s.texts, s.truncated.clone())
 
 
+def _draw(probs: torch.Tensor, generator, owner: torch.Tensor) -> torch.Tensor:
+    """One token per active row; ``generator`` is one generator, or one per prompt (``owner[i]``
+    is row i's prompt), so a prompt's draws do not depend on which other prompts share the batch."""
+    if not isinstance(generator, list):
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    tok = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
+    for p in owner.unique().tolist():
+        sel = (owner == p).nonzero().squeeze(-1)
+        tok[sel] = torch.multinomial(probs[sel], 1, generator=generator[p]).squeeze(-1)
+    return tok
+
+
 @torch.inference_mode()
 def _sample(
     model,
@@ -237,7 +249,7 @@ def _sample(
     max_new_tokens: int = 64,
     temperature: float = 1.0,
     greedy: bool = False,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     engine: str = "auto",
     stops: Stops | None = None,
 ) -> Samples:
@@ -267,7 +279,7 @@ def _sample(
             tok = logits.argmax(-1)
         else:
             probs = torch.softmax(logits / temperature, dim=-1)
-            tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            tok = _draw(probs, generator, rows // n)
         comp[rows, t] = tok
         ended = torch.isin(tok, stop_ids)
         if stops.strings:

@@ -59,6 +59,7 @@ class GRPOConfig(TrainingConfig):
     save_every: int = Field(100, ge=1)
     eval_every: int = Field(0, ge=0, description="greedy accuracy on a fixed held-out subset every N steps (0 = off)")
     eval_items: int = Field(64, ge=1, description="size of that fixed subset (spread evenly over sources)")
+    prompt_seeds: bool = Field(False, description="a seed per prompt: completions independent of num_processes")
     out_dir: OutDir = "models/grpo"
 
     @model_validator(mode="after")
@@ -71,13 +72,11 @@ class GRPOConfig(TrainingConfig):
         return self
 
     @model_validator(mode="after")
-    def _even_ranks(self) -> GRPOConfig:
+    def _ranks_get_prompts(self) -> GRPOConfig:
         n = self.scale.num_processes
-        # Every rank must run the same number of backward passes (DDP/DeepSpeed synchronise each one).
-        if n > 1 and (self.dynamic_sampling or self.prompts_per_step % n):
+        if self.prompts_per_step < n:
             raise ValueError(
-                f"scale.num_processes = {n} needs prompts_per_step ({self.prompts_per_step}) divisible by it "
-                "and dynamic_sampling off"
+                f"prompts_per_step ({self.prompts_per_step}) < scale.num_processes ({n}): a process would get no prompt"
             )
         return self
 

@@ -19,6 +19,14 @@ The update trains on the kept rollout groups. This module plans the passes (``pl
    the micro-batches' token means). Per bucket inside it: rows_b / rows (grpo, dr_grpo), 1 (dapo),
    tokens_b / tokens (bnpo).
 
+6. **Padding over ranks**: under DDP/DeepSpeed every backward is an all-reduce every rank must join,
+   and ranks may hold different numbers of groups (``prompts_per_step`` not divisible by the world
+   size, dynamic sampling). A rank with fewer passes runs zero-weight passes (``padding``) over one
+   of its own groups: its gradient contribution is exactly 0. The denominators are global (rows,
+   micro-batches, tokens summed over ranks), so grpo, dr_grpo and dapo are the one-process loss
+   for any split; bnpo stays a mean of micro-batch token means, and each rank's micro-batches are
+   cut from its own groups, so it equals one process only when the cut coincides.
+
 The result is exact up to floating-point summation order: the equivalence tests check trimmed
 buckets against one padded pass, skip against no skip, and grad_accum against one whole batch.
 """
@@ -47,6 +55,7 @@ class WorkItem:
     mask: torch.Tensor  # [b, t] tokens that count in the loss
     advantages: torch.Tensor  # [b]
     weight: float  # multiplies the item's policy_loss so the items add up to the step's loss
+    pad: bool = False  # a zero-weight pass that only keeps this rank in step with the others
 
 
 @dataclass
@@ -106,14 +115,16 @@ def _rows(piece: Rollout, mask: torch.Tensor, idx: list[int]) -> tuple[Samples, 
     return piece.samples.select(idx), mask[t.to(mask.device)], piece.advantages[t]
 
 
-def work_items(pieces: list[Rollout], masks: list[torch.Tensor], cfg: GRPOConfig, n_rows: int,
+def work_items(pieces: list[Rollout], masks: list[torch.Tensor], cfg: GRPOConfig, n_rows: float,
                max_buckets: int = MAX_BUCKETS, min_rows: int = MIN_BUCKET_ROWS, do_trim: bool = True,
-               skip_flat: bool = False) -> list[WorkItem]:
-    """Every forward/backward of one update, weighted as in point 5 of the module docstring."""
+               skip_flat: bool = False, n_pieces: float | None = None) -> list[WorkItem]:
+    """Every forward/backward of one update, weighted as in point 5 of the module docstring.
+    ``n_rows``/``n_pieces``: the step's rows and micro-batches (over N ranks: global / N)."""
     out = []
+    n_pieces = len(pieces) if n_pieces is None else n_pieces
     for piece, mask in zip(pieces, masks):
         rows = len(piece.samples.texts)
-        outer = {"grpo": rows / n_rows, "dr_grpo": rows / n_rows, "dapo": 1.0, "bnpo": 1 / len(pieces)}[cfg.loss_type]
+        outer = {"grpo": rows / n_rows, "dr_grpo": rows / n_rows, "dapo": 1.0, "bnpo": 1 / n_pieces}[cfg.loss_type]
         piece_tokens = float(mask.sum())
         live = (piece.advantages != 0).nonzero().squeeze(-1).tolist() if skip_flat else list(range(rows))
         if not live:
@@ -133,23 +144,41 @@ def work_items(pieces: list[Rollout], masks: list[torch.Tensor], cfg: GRPOConfig
 
 
 def plan(kept: list[Rollout], cfg: GRPOConfig, *, engine: bool = False, max_buckets: int = MAX_BUCKETS,
-         min_bucket_rows: int = MIN_BUCKET_ROWS, trim_padding: bool = True, skip_flat: bool = True) -> Plan:
+         min_bucket_rows: int = MIN_BUCKET_ROWS, trim_padding: bool = True, skip_flat: bool = True,
+         filler: Rollout | None = None) -> Plan:
     """The passes of one update over the kept groups. ``max_buckets``, ``min_bucket_rows``,
     ``trim_padding`` and ``skip_flat`` change the cost, not the result: ``max_buckets=1,
     trim_padding=False, skip_flat=False`` is one padded pass per micro-batch over every row.
-    ``engine``: the optimiser is a DeepSpeed engine (its ranks synchronise every backward)."""
+    ``engine``: the optimiser is a DeepSpeed engine (its ranks synchronise every backward).
+    ``filler``: over N ranks, a rollout of this rank's to build zero-weight passes from, so every
+    rank runs as many backward passes as the busiest one (point 6 of the module docstring)."""
     pieces = micro_batches(kept, cfg)
     masks = [loss_mask(p, cfg) for p in pieces]
-    n_rows = sum(len(p.samples.texts) for p in pieces)
+    n_rows: float = sum(len(p.samples.texts) for p in pieces)
+    n_pieces: float = len(pieces)
     n_tokens = float(sum(m.sum() for m in masks))
     world = distributed.world_size()
     # dapo's token mean is over the *global* batch; DDP then averages gradients over ranks, so each
-    # rank divides by (global tokens / world) to make the average the global token mean.
-    n_items = float(distributed.all_reduce_sum(torch.tensor(n_tokens))) / world if world > 1 else n_tokens
-    if world > 1:  # DDP/DeepSpeed all-reduce at every backward: extra passes would cost traffic
-        max_buckets = 1
+    # rank divides by (global tokens / world) to make the average the global token mean. Rows and
+    # micro-batches likewise, so ranks holding different numbers of groups still add up exactly.
+    n_items = n_tokens
+    if world > 1:
+        totals = distributed.all_reduce_sum(torch.tensor([n_tokens, n_rows, n_pieces], dtype=torch.float64))
+        n_items, n_rows, n_pieces = (float(x) / world for x in totals)
+        max_buckets = 1  # DDP/DeepSpeed all-reduce at every backward: extra passes would cost traffic
     # A KL term gives flat rows a gradient; other ranks would wait for this rank's backward.
     skip_flat = skip_flat and cfg.beta == 0 and world == 1 and not engine
-    items = work_items(pieces, masks, cfg, n_rows, max_buckets, min_bucket_rows, trim_padding, skip_flat)
-    lengths = torch.cat([p.samples.completion_mask.sum(1) for p in pieces]).float()
-    return Plan(items, n_items, lengths, torch.cat([p.samples.truncated for p in pieces]))
+    items = work_items(pieces, masks, cfg, n_rows, max_buckets, min_bucket_rows, trim_padding, skip_flat,
+                       n_pieces if world > 1 else None)
+    if world > 1:
+        items += padding(filler or kept[0], cfg, distributed.all_reduce_max(len(items)) - len(items))
+    lengths = torch.cat([p.samples.completion_mask.sum(1) for p in pieces]).float() if pieces else torch.zeros(0)
+    truncated = torch.cat([p.samples.truncated for p in pieces]) if pieces else torch.zeros(0, dtype=torch.bool)
+    return Plan(items, n_items, lengths, truncated)
+
+
+def padding(ro: Rollout, cfg: GRPOConfig, k: int) -> list[WorkItem]:
+    """``k`` zero-weight passes over one group of ``ro``: gradient exactly 0, but the all-reduce joined."""
+    piece = ro.groups([0])
+    samples, mask = trim(piece.samples, loss_mask(piece, cfg))
+    return [WorkItem(samples, mask, piece.advantages, 0.0, pad=True) for _ in range(k)]

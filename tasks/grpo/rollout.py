@@ -14,6 +14,13 @@ Choices:
   then trains on the informative groups it has (possibly fewer than ``prompts_per_step``; zero
   groups -> no update that step). Dropped groups still feed the prompt sampler: "all right" or
   "all wrong" is exactly what a curriculum needs to hear.
+- Over N ranks each rank generates its slice of every round; which informative groups are kept is
+  decided on the *global* round (the first ones in global order, as one process would keep), so
+  every rank runs the same rounds and the kept set is one process's (``global_take``).
+- ``grpo.prompt_seeds``: each prompt's group is sampled from its own generator, seeded from one
+  stream every rank draws alike, so the completions do not depend on the number of processes
+  (N processes then train as one, up to floating-point order; a resume onto another world size
+  stays exact). Off (default): one generator per rank, the draws of the default run.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tasks import distributed
 from tasks.config.grpo import GRPOConfig
 from tasks.config.model import ModelConfig
 from tasks.generation import Samples, sample, stop_conditions
@@ -105,8 +113,28 @@ def generate_and_score(
     return Rollout(rows, samples, rewards, adv, scored.per_reward, cfg.group_size, metrics)
 
 
+def prompt_generators(seeds: torch.Generator, want: int, device) -> list[torch.Generator]:
+    """One generator per prompt of a global round of ``want``; this rank's slice (as its prompts)."""
+    drawn = torch.randint(2**62, (want,), generator=seeds).tolist()
+    return [torch.Generator(device=device).manual_seed(s) for s in distributed.shard(drawn, distributed.rank(),
+                                                                                       distributed.world_size())]
+
+
+def global_take(n_groups: int, good: list[int], need: int) -> tuple[list[int], int, int]:
+    """The first ``need`` informative groups of the global round, in rank order: ``(this rank's
+    share, groups taken over all ranks, groups dropped over all ranks)``."""
+    mine: list[int] = []
+    taken = dropped = 0
+    for r, (n, g) in enumerate(distributed.gather_objects((n_groups, good))):
+        take = g[: max(0, need - taken)]
+        mine = take if r == distributed.rank() else mine
+        taken, dropped = taken + len(take), dropped + n - len(g)
+    return mine, taken, dropped
+
+
 def collect(
-    model, tokenizer, draw, cfg: GRPOConfig, executor, gen, model_cfg: ModelConfig | None = None
+    model, tokenizer, draw, cfg: GRPOConfig, executor, gen, model_cfg: ModelConfig | None = None,
+    seeds: torch.Generator | None = None,
 ) -> tuple[list[Rollout], list[Rollout], dict]:
     """Rollouts for one step: ``(kept, seen, metrics)``.
 
@@ -120,20 +148,21 @@ def collect(
     seen: list[Rollout] = []
     n_kept = dropped = 0
     for _ in range(rounds):
-        ro = generate_and_score(model, tokenizer, draw(want), cfg, executor, gen, model_cfg)
+        batch = draw(want)
+        g = gen if seeds is None else prompt_generators(seeds, want, gen.device)
+        ro = generate_and_score(model, tokenizer, batch, cfg, executor, g)
         seen.append(ro)
         if not cfg.dynamic_sampling:
             ro.kept_groups = list(range(ro.n_groups))
             kept.append(ro)
             n_kept = ro.n_groups
             break
-        good = ro.informative()
-        dropped += ro.n_groups - len(good)
-        take = good[: want - n_kept]
+        take, taken, lost = global_take(ro.n_groups, ro.informative(), want - n_kept)
+        dropped += lost
         ro.kept_groups = take
         if take:
             kept.append(ro.groups(take))
-            n_kept += len(take)
+        n_kept += taken
         if n_kept >= want:
             break
     metrics = {

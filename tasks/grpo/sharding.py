@@ -1,7 +1,8 @@
 """GRPO over several processes: one global prompt draw, a slice per rank, one curriculum.
 
 - Every rank holds the same sampler (same seed) and makes the same calls, so every rank draws the
-  same global batch; :class:`ShardedSampler` hands each rank its contiguous slice.
+  same global batch; :class:`ShardedSampler` hands each rank its contiguous slice (sizes differ by
+  at most one when the world size does not divide the draw).
 - ``update`` gathers every rank's per-prompt statistics in rank order, so each rank's sampler sees
   the whole global batch and the curriculum state stays identical everywhere (checked at the end
   of a run through :func:`digest` and :func:`weights_digest` in the logs).
@@ -25,16 +26,21 @@ class ShardedSampler:
         self.sampler, self.r, self.world = sampler, r, world
 
     def sample(self, k: int) -> list[int]:
-        if k % self.world:
-            raise ValueError(f"cannot split {k} prompts evenly over {self.world} processes")
         return distributed.shard(self.sampler.sample(k), self.r, self.world)
 
     def update(self, stats: dict[str, Any]) -> None:
         """Concatenate every rank's per-prompt statistics in rank order: the global batch's."""
+        self.update_rounds([stats])
+
+    def update_rounds(self, rounds: list[dict[str, Any]]) -> None:
+        """One sampler update with every round's global statistics, round after round, each in rank
+        order: what one process that generated every round itself would pass."""
         merged: dict[str, list] = {}
-        for part in distributed.gather_objects(stats):
-            for key, values in part.items():
-                merged.setdefault(key, []).extend(values)
+        per_rank = distributed.gather_objects(rounds)
+        for i in range(len(rounds)):
+            for part in per_rank:
+                for key, values in part[i].items():
+                    merged.setdefault(key, []).extend(values)
         self.sampler.update(merged)
 
     def probabilities(self) -> dict[str, float]:

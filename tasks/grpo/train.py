@@ -31,19 +31,22 @@ from tasks.grpo.batching import MAX_BUCKETS, MIN_BUCKET_ROWS, Plan, plan
 from tasks.grpo.loss import policy_loss
 from tasks.grpo.rollout import Rollout, collect, merged_stats
 from tasks.grpo.sampler import PromptSampler
+from tasks.grpo.sharding import ShardedSampler
 from tasks.metrics import per_source_means
 from tasks.schedule import lr_at
 
 
 def update(model, ref_model, kept: list[Rollout], cfg: GRPOConfig, opt, *, max_buckets: int = MAX_BUCKETS,
-           min_bucket_rows: int = MIN_BUCKET_ROWS, trim_padding: bool = True, skip_flat: bool = True) -> dict[str, float]:
+           min_bucket_rows: int = MIN_BUCKET_ROWS, trim_padding: bool = True, skip_flat: bool = True,
+           filler: Rollout | None = None) -> dict[str, float]:
     """``num_iterations`` clipped policy-gradient steps on the kept rollouts; returns metrics.
 
     The keyword arguments only change how the work is cut (``batching.plan``), not the result.
     With rows skipped, per-token metrics (entropy, ratio, clip fractions) are over the rows trained on.
+    ``filler``: over N ranks, a rollout to build zero-weight passes from (``batching.padding``).
     """
     work = plan(kept, cfg, engine=isinstance(opt, distributed.EngineOptimizer), max_buckets=max_buckets,
-                min_bucket_rows=min_bucket_rows, trim_padding=trim_padding, skip_flat=skip_flat)
+                min_bucket_rows=min_bucket_rows, trim_padding=trim_padding, skip_flat=skip_flat, filler=filler)
     ref = reference_logprobs(ref_model, work) if cfg.beta > 0 else [None] * len(work.items)
     old: list[torch.Tensor] = []
     stats = _Stats()
@@ -58,7 +61,8 @@ def update(model, ref_model, kept: list[Rollout], cfg: GRPOConfig, opt, *, max_b
             if it == 0:
                 logp, entropy = completion_logprobs(model, w.samples, with_entropy=True)
                 old.append(logp.detach())  # pi_old: the policy that sampled these rollouts
-                stats.add_entropy(entropy, w.mask)
+                if not w.pad:
+                    stats.add_entropy(entropy, w.mask)
             else:
                 logp = completion_logprobs(model, w.samples)
             loss, loss_stats = policy_loss(
@@ -68,7 +72,8 @@ def update(model, ref_model, kept: list[Rollout], cfg: GRPOConfig, opt, *, max_b
                 max_completion_length=cfg.max_new_tokens, num_items_in_batch=work.num_items,
             )
             (loss * w.weight).backward()  # the weights make the items add up to the step's loss
-            stats.add(loss.item() * w.weight, loss_stats, float(w.mask.sum()))
+            if not w.pad:
+                stats.add(loss.item() * w.weight, loss_stats, float(w.mask.sum()))
         grad_norm = distributed.clip_and_step(model, opt, cfg.max_grad_norm)  # DeepSpeed clips in its step
     return stats.metrics(cfg.num_iterations, grad_norm, work)
 
@@ -99,7 +104,8 @@ class _Stats:
     def metrics(self, iterations: int, grad_norm: float, work: Plan) -> dict[str, float]:
         out = {k: v / max(self.weight, 1.0) for k, v in self.sums.items()}
         out.update(loss=self.loss / iterations, entropy=self.entropy / max(self.tokens, 1.0), grad_norm=grad_norm)
-        out.update(response_length=work.lengths.mean().item(), truncated=work.truncated.float().mean().item())
+        if work.lengths.numel():  # a rank that held no kept group has no lengths to report
+            out.update(response_length=work.lengths.mean().item(), truncated=work.truncated.float().mean().item())
         return out
 
 
@@ -132,21 +138,28 @@ def completions_table(seen: list[Rollout]) -> dict[str, list]:
 
 
 def train_step(step: int, model, ref_model, tokenizer, rows: list[dict], sampler: PromptSampler, cfg: GRPOConfig,
-               opt, executor, gen, model_cfg: ModelConfig | None = None):
+               opt, executor, gen, model_cfg: ModelConfig | None = None, seeds: torch.Generator | None = None):
     """One GRPO step (points 1-4 of the module docstring). Returns (metrics, the curriculum
-    probabilities this step drew with, (kept, seen) rollouts). ``model_cfg``: rendering and stops."""
+    probabilities this step drew with, (kept, seen) rollouts). ``model_cfg``: rendering and stops.
+    ``seeds``: ``grpo.prompt_seeds``'s shared stream (rollout.py). Over N ranks every rank updates
+    when any rank kept a group."""
     t_step = time.perf_counter()
     lr = lr_at(step, cfg)
     for group in opt.param_groups:
         group["lr"] = lr
     curriculum = curriculum_metrics(sampler)
     kept, seen, metrics = collect(
-        model, tokenizer, lambda k: [rows[i] for i in sampler.sample(k)], cfg, executor, gen, model_cfg
+        model, tokenizer, lambda k: [rows[i] for i in sampler.sample(k)], cfg, executor, gen, model_cfg, seeds
     )
-    if kept:  # dynamic sampling may find no informative group: then there is nothing to learn
-        metrics.update(update(model, ref_model, kept, cfg, opt))
+    many = distributed.world_size() > 1
+    # No informative group anywhere: nothing to learn. Over N ranks, one that kept none still updates.
+    if (distributed.all_reduce_max(len(kept)) > 0) if many else kept:
+        metrics.update(update(model, ref_model, kept, cfg, opt, filler=seen[0] if many else None))
     stats = merged_stats(seen)
-    sampler.update(stats)  # the trainer is the only caller of update; evaluation never is
+    if isinstance(sampler, ShardedSampler):  # round by round over the ranks, as one process would see it
+        sampler.update_rounds([ro.prompt_stats() for ro in seen])
+    else:
+        sampler.update(stats)  # the trainer is the only caller of update; evaluation never is
     by_source = per_source_means(np.array(stats["accuracy"]), np.array([r["source"] for r in stats["rows"]]))
     metrics.update({f"accuracy/{s}": v for s, v in by_source.items()})
     metrics.update(curriculum, lr=lr, **{"time/step_s": time.perf_counter() - t_step})

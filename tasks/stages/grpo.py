@@ -4,9 +4,10 @@
 run the steps (``loop``), write the outputs (``write_outputs``). The step itself is
 ``tasks.grpo.train.train_step``.
 
-Checkpoints live in ``checkpoints/grpo/<run>/step-N`` (written to a temporary folder, then renamed,
-so a crash never leaves a half checkpoint) with model, optimiser, sampler and RNG states and the
-metric history; the stage resumes from the newest one automatically and keeps the last two.
+Checkpoints live in ``checkpoints/grpo/<run>/step-N`` (a collective write of every rank's part,
+DeepSpeed's optimiser shards included, to a temporary folder renamed once all are on disk, so a
+crash never leaves a half checkpoint) with model, optimiser, sampler and RNG states and the metric
+history; the stage resumes from the newest complete one automatically and keeps the last two.
 Metrics go to MLflow every ``log_every`` steps (the curriculum every step), a completions table
 every ``20 * log_every`` steps; ``plots/grpo_train.csv`` and ``plots/curriculum.{csv,png}`` and
 ``metrics/grpo.json`` are the DVC outputs beside ``models/grpo``.
@@ -33,16 +34,10 @@ import pandas as pd
 import torch
 
 from tasks import distributed
+from tasks.checkpoint import ResumeError
 from tasks.config import Params, stage_cli
 from tasks.evaluation.harness import heldout_accuracy
-from tasks.grpo.checkpoint import (
-    CKPT_ROOT,
-    latest_checkpoint,
-    load_checkpoint,
-    rng_state,
-    run_key,
-    save_checkpoint,
-)
+from tasks.grpo.checkpoint import CKPT_ROOT, latest_checkpoint, load_checkpoint, run_key, save_checkpoint
 from tasks.grpo.curriculum_plot import plot_probabilities
 from tasks.grpo.sampler import PromptSampler, build_sampler
 from tasks.grpo.sharding import ShardedSampler, digest, mean_metrics, weights_digest
@@ -86,6 +81,7 @@ class Trainer:
     gen: torch.Generator
     rank: int
     world: int
+    seeds: torch.Generator | None = None  # grpo.prompt_seeds: the per-prompt seed stream every rank shares
 
 
 def build(params: Params, rows: list[dict], model_dir: str) -> Trainer:
@@ -107,7 +103,8 @@ def build(params: Params, rows: list[dict], model_dir: str) -> Trainer:
         cfg.sampler, [r["source"] for r in rows], cfg.seed, cfg.curriculum,
         [int(r.get("difficulty", -1)) for r in rows], [r["id"] for r in rows],
     )
-    return Trainer(model, peft_model, ref_model, tokenizer, opt, sampler, gen, rank, world)
+    seeds = torch.Generator().manual_seed(cfg.seed) if cfg.prompt_seeds else None
+    return Trainer(model, peft_model, ref_model, tokenizer, opt, sampler, gen, rank, world, seeds)
 
 
 def loop(t: Trainer, params: Params, rows: list[dict], start: int, history: list[dict], ckpt_dir: Path, run,
@@ -118,7 +115,7 @@ def loop(t: Trainer, params: Params, rows: list[dict], start: int, history: list
     t0 = time.perf_counter()
     for step in bar:
         metrics, curriculum, (_, seen) = train_step(step, t.model, t.ref_model, t.tokenizer, rows, t.sampler, cfg,
-                                                    t.opt, executor, t.gen, params.model)
+                                                    t.opt, executor, t.gen, params.model, t.seeds)
         metrics = mean_metrics(metrics)  # identity for one process
         history.append({"step": step, **{k: metrics.get(k, float("nan")) for k in ("reward_mean", "accuracy", "loss", "kl")},
                         "curriculum": {k: v for k, v in curriculum.items() if k.startswith("curriculum/p/")}})
@@ -134,10 +131,8 @@ def loop(t: Trainer, params: Params, rows: list[dict], start: int, history: list
             run.log_metrics({"eval/accuracy": acc, **{f"eval/accuracy/{s}": v for s, v in per.items()}}, step)
         if step % (cfg.log_every * 20) == 0:  # a sample of completions, for reading
             run.log_table(completions_table(seen), f"completions/step_{step:06d}.json")
-        if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            rngs = distributed.gather_objects(rng_state(t.gen))  # a collective: every rank takes part
-            if distributed.is_main():
-                save_checkpoint(ckpt_dir, step + 1, distributed.unwrap(t.model), t.opt, t.sampler, rngs, history)
+        if (step + 1) % cfg.save_every == 0:  # a collective; the last step too (a crash before the save)
+            save_checkpoint(ckpt_dir, step + 1, t.model, t.opt, t.sampler, t.gen, history, cfg, t.seeds)
     return time.perf_counter() - t0
 
 
@@ -179,16 +174,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.data}: no RL prompts", file=sys.stderr)
         return 1
     t = build(params, rows, args.model)
-    ckpt_dir = CKPT_ROOT / run_key(cfg, [Path(args.data), Path(args.model)])
-    history: list[dict] = []
-    start = 0
-    if ckpt := latest_checkpoint(ckpt_dir):
-        start, history = load_checkpoint(ckpt, t.model, t.opt, t.sampler, t.gen, t.rank)
-        print(f"grpo: resuming from {ckpt} (step {start})")
-    t.model, t.opt = distributed.wrap(t.model, t.opt, cfg.scale, cfg.max_grad_norm)  # after a resume: rank 0's state wins
+    t.model, t.opt = distributed.wrap(t.model, t.opt, cfg.scale, cfg.max_grad_norm)
     if t.world > 1:
         t.sampler = ShardedSampler(t.sampler, t.rank, t.world)
         print(f"grpo: rank {t.rank} of world size {t.world}", flush=True)
+    ckpt_dir = CKPT_ROOT / run_key(cfg, [Path(args.data), Path(args.model)])
+    history: list[dict] = []
+    start = 0
+    if ckpt := latest_checkpoint(ckpt_dir):  # after wrap: a DeepSpeed engine loads its own shards
+        try:
+            start, history = load_checkpoint(ckpt, t.model, t.opt, t.sampler, t.gen, cfg, t.seeds)
+        except ResumeError as e:
+            print(f"grpo: {e}", file=sys.stderr)
+            return 2
+        print(f"grpo: resuming from {ckpt} (step {start})")
 
     with rank_zero_run(params.tracking, "grpo", cfg.model_dump()) as run, RewardExecutor(
         cfg.reward_workers, cfg.reward_timeout_s

@@ -20,9 +20,11 @@ the first steps of the algorithm; reinforcement learning on answer-only prompts 
   rank's token sum divided by the *global* completion-token count (times the world size, which
   the gradient average divides out), so N processes reproduce one process's global-batch step.
 - ``sft.lora.enabled`` trains LoRA adapters only and saves the merged model (tasks/lora.py).
-- A checkpoint every ``sft.save_every`` steps (tasks/checkpoint.py: weights, optimiser, the rest
-  of the epoch's batch order, generator states), and a rerun with the same config and inputs
-  resumes from the newest one, drawing the same batches it would have drawn.
+- A checkpoint every ``sft.save_every`` steps, under DDP and DeepSpeed too (tasks/checkpoint.py,
+  a collective: weights, every rank's optimiser shard, the rest of the epoch's batch order,
+  generator states), and a rerun with the same config and inputs resumes from the newest complete
+  one, drawing the same batches it would have drawn, on any number of processes (DeepSpeed: the
+  same number).
 
 Outputs: ``models/sft`` (HF folder), ``metrics/sft.json`` and ``plots/sft_loss.csv`` (DVC), and an
 MLflow stage run with per-step loss, learning rate and tokens/s.
@@ -125,7 +127,7 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SF
     rank, world = distributed.rank(), distributed.world_size()
     model.train()
     device = next(model.parameters()).device
-    start, order, history = resume(ckpt_dir, model, opt, g) if ckpt_dir is not None else (0, [], [])
+    start, order, history = resume(ckpt_dir, model, opt, g, cfg) if ckpt_dir is not None else (0, [], [])
     t0, tokens = time.perf_counter(), 0
     bar = progress(range(start, cfg.steps), "sft", initial=start, total=cfg.steps, disable=rank > 0)
     for step in bar:
@@ -165,22 +167,39 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SF
             history.append(row)
             if log:
                 log(row, step)
-        if ckpt_dir is not None and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps and rank == 0:
-            state = {"model": distributed.unwrap(model).state_dict(), "optimizer": opt.state_dict(), "order": order,
-                     "generator": g.get_state(), "torch": torch.get_rng_state()}
-            checkpoint.save(ckpt_dir, step + 1, state, history)
+        if ckpt_dir is not None and (step + 1) % cfg.save_every == 0:  # the last step too: a crash
+            save(ckpt_dir, step + 1, model, opt, order, g, history, cfg)  # before the save resumes to it
     return history
 
 
-def resume(ckpt_dir: Path, model, opt, g: torch.Generator) -> tuple[int, list[int], list[dict]]:
-    """``(start step, remaining batch order, history)`` from the newest checkpoint; a fresh start without one."""
+def save(ckpt_dir: Path, step: int, model, opt, order: list[int], g: torch.Generator, history: list[dict],
+         cfg: SFTConfig) -> None:
+    """A collective checkpoint (every rank calls it): the rest of the epoch's order, the generators,
+    and the model and optimiser (DeepSpeed: every rank's shard through the engine)."""
+    engine = distributed.engine_of(opt)
+    state = {"order": order, "generator": g.get_state(), "torch": torch.get_rng_state()}
+    if engine is None:
+        state.update(model=distributed.unwrap(model).state_dict(), optimizer=opt.state_dict())
+    checkpoint.save(ckpt_dir, step, state, history, rank_state={"torch": torch.get_rng_state()}, engine=engine,
+                    config=cfg.model_dump())
+
+
+def resume(ckpt_dir: Path, model, opt, g: torch.Generator, cfg: SFTConfig) -> tuple[int, list[int], list[dict]]:
+    """``(start step, remaining batch order, history)`` from the newest complete checkpoint; a fresh
+    start without one. Every rank draws the same batch order, so any world size continues exactly
+    (up to float order); a checkpoint this run cannot continue raises ``checkpoint.ResumeError``."""
     if (ckpt := checkpoint.latest(ckpt_dir)) is None:
         return 0, [], []
-    state, history = checkpoint.load(ckpt)
-    distributed.unwrap(model).load_state_dict(state["model"])  # every rank loads the same file
-    opt.load_state_dict(state["optimizer"])
+    engine = distributed.engine_of(opt)
+    checkpoint.check_resume(ckpt, cfg.model_dump(), engine=engine is not None, world_exact=True)
+    state, mine, history = checkpoint.load(ckpt)
+    if engine is not None:
+        checkpoint.load_engine(ckpt, opt)
+    else:
+        distributed.unwrap(model).load_state_dict(state["model"])  # every rank loads the same file
+        opt.load_state_dict(state["optimizer"])
     g.set_state(state["generator"])
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state((mine or state)["torch"])  # a rank the checkpoint did not have: rank 0's
     print(f"sft: resuming from {ckpt} (step {state['step']})", file=sys.stderr, flush=True)
     return state["step"], state["order"], history
 
@@ -231,14 +250,15 @@ def main(argv: list[str] | None = None) -> int:
                          "n_trainable_parameters": sum(p.numel() for p in trainable(replica)),
                          **{f"truncated/{src}": n for src, n in truncated.items()}})
         t0 = time.perf_counter()
-        # DeepSpeed partitions the optimiser state over ranks: its runs keep no checkpoints (yet)
-        ckpt_dir = None if cfg.scale.deepspeed_config else CKPT_ROOT / checkpoint.run_key(
-            cfg.model_dump(), [Path(args.data), Path(args.model)])
+        ckpt_dir = CKPT_ROOT / checkpoint.run_key(cfg.model_dump(), [Path(args.data), Path(args.model)])
         try:
             history = train(replica, tokenizer, examples, cfg, log=run.log_metrics, opt=opt, ckpt_dir=ckpt_dir)
         except NonFiniteLoss as e:  # the run ends FAILED (SystemExit passes through the run context)
             print(f"sft: {e}; stopping, no model written", file=sys.stderr)
             raise SystemExit(1) from None
+        except checkpoint.ResumeError as e:
+            print(f"sft: {e}", file=sys.stderr)
+            return 2
         wall = time.perf_counter() - t0
         distributed.save_pretrained(replica, tokenizer, cfg.out_dir, peft_model)
         summary = {"final_loss": history[-1]["loss"], "steps": cfg.steps, "examples": len(examples), "wall_s": round(wall, 1),
@@ -248,8 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     distributed.shutdown()
     if rank > 0:
         return 0
-    if ckpt_dir is not None:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)  # the finished model is the DVC output now
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # the finished model is the DVC output now
     write_outputs(summary, history)
     print(f"sft: {cfg.steps} steps on {len(examples)} traces in {wall:.1f}s, final loss {summary['final_loss']:.3f}")
     return 0

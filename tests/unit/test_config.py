@@ -120,8 +120,11 @@ def test_length_reward_soft_zone_must_fit_the_budget(tmp_path):
 def test_scale_checks_are_config_errors_naming_the_key(tmp_path):
     msg = error_of(tmp_path, "sft:\n  batch_size: 1\n  scale: {num_processes: 2}\n")
     assert msg.startswith(f"{tmp_path / 'params.yaml'}: sft: ") and "batch_size (1) < scale.num_processes (2)" in msg
-    msg = error_of(tmp_path, "grpo:\n  prompts_per_step: 3\n  scale: {num_processes: 2}\n")
-    assert "grpo: " in msg and "prompts_per_step (3)" in msg
+    msg = error_of(tmp_path, "grpo:\n  prompts_per_step: 1\n  scale: {num_processes: 2}\n")
+    assert "grpo: " in msg and "prompts_per_step (1) < scale.num_processes (2)" in msg
+    p = tmp_path / "params.yaml"  # uneven shards and dynamic sampling are fine on several processes
+    p.write_text("grpo:\n  prompts_per_step: 3\n  dynamic_sampling: true\n  scale: {num_processes: 2}\n")
+    assert load_params(p).grpo.prompts_per_step == 3
 
 
 def test_one_schedule_for_both_stages():
