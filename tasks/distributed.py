@@ -66,9 +66,30 @@ def launch_command(module: str, argv: list[str], scale: ScaleConfig) -> list[str
     """The command that runs ``python -m module argv`` in ``scale.num_processes`` processes."""
     n = str(scale.num_processes)
     if scale.launcher == "torchrun":
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", n, "-m", module, *argv]
-    return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", n, "--master_port", str(free_port()),
-            "--no_local_rank", "--module", module, *argv]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            n,
+            "-m",
+            module,
+            *argv,
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "deepspeed.launcher.runner",
+        "--num_gpus",
+        n,
+        "--master_port",
+        str(free_port()),
+        "--no_local_rank",
+        "--module",
+        module,
+        *argv,
+    ]
 
 
 def maybe_relaunch(module: str, argv: list[str] | None, scale: ScaleConfig) -> int | None:
@@ -76,7 +97,11 @@ def maybe_relaunch(module: str, argv: list[str] | None, scale: ScaleConfig) -> i
     if scale.num_processes == 1 or under_launcher():
         return None
     cmd = launch_command(module, list(sys.argv[1:] if argv is None else argv), scale)
-    print(f"{module}: {scale.num_processes} processes via {scale.launcher}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    print(
+        f"{module}: {scale.num_processes} processes via {scale.launcher}: {' '.join(cmd)}",
+        file=sys.stderr,
+        flush=True,
+    )
     return subprocess.run(cmd).returncode
 
 
@@ -87,7 +112,9 @@ def init(scale: ScaleConfig) -> tuple[int, int, str]:
     if not under_launcher() and scale.deepspeed_config is None:
         return 0, 1, "cuda" if cuda else "cpu"
     if not under_launcher():  # DeepSpeed needs a process group even for a single process
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+        os.environ.update(
+            RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())
+        )
     local = int(os.environ["LOCAL_RANK"])
     device = "cpu"
     if cuda:
@@ -146,9 +173,6 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-
-
-
 def shard(items: list, r: int, world: int) -> list:
     """Rank ``r``'s contiguous share of ``items`` (sizes differ by at most one)."""
     n = len(items)
@@ -162,6 +186,7 @@ class Replica:
 
     def __init__(self, engine, module: torch.nn.Module):
         self.engine, self.module = engine, module
+
         # Callers that inspect the forward signature (tasks.generation picks its cache keyword
         # from it) see the module's.
         def forward(*args, **kwargs):
@@ -235,8 +260,13 @@ def deepspeed_config(path: str | Path, world: int, max_grad_norm: float, mixed_p
     if not p.is_file():
         raise FileNotFoundError(f"scale.deepspeed_config: {p} not found")
     cfg = json.loads(p.read_text())
-    cfg.update(train_micro_batch_size_per_gpu=1, gradient_accumulation_steps=1, train_batch_size=world,
-               gradient_clipping=max_grad_norm, managed_gradient_accumulation=False)
+    cfg.update(
+        train_micro_batch_size_per_gpu=1,
+        gradient_accumulation_steps=1,
+        train_batch_size=world,
+        gradient_clipping=max_grad_norm,
+        managed_gradient_accumulation=False,
+    )
     cfg["bf16"] = {**cfg.get("bf16", {}), "enabled": mixed_precision == "bf16"}
     cfg["zero_optimization"] = {k: v for k, v in cfg.get("zero_optimization", {}).items() if v != "auto"}
     return {k: v for k, v in cfg.items() if v != "auto"}

@@ -59,8 +59,12 @@ class Samples:
         """The rows ``idx`` (e.g. the groups kept by dynamic sampling, or one micro-batch)."""
         t = torch.tensor(idx, dtype=torch.long, device=self.prompt_ids.device)
         return Samples(
-            self.prompt_ids[t], self.prompt_mask[t], self.completion_ids[t], self.completion_mask[t],
-            [self.texts[i] for i in idx], self.truncated[t],
+            self.prompt_ids[t],
+            self.prompt_mask[t],
+            self.completion_ids[t],
+            self.completion_mask[t],
+            [self.texts[i] for i in idx],
+            self.truncated[t],
         )
 
 
@@ -81,7 +85,9 @@ def stop_conditions(model, tokenizer, stop_strings=()) -> Stops:
             if i is not None and int(i) not in ids:
                 ids.append(int(i))
     if not ids:
-        raise ValueError("no stop token: the tokenizer has no eos_token and generation_config no eos_token_id")
+        raise ValueError(
+            "no stop token: the tokenizer has no eos_token and generation_config no eos_token_id"
+        )
     return Stops(tuple(ids), tuple(stop_strings))
 
 
@@ -177,7 +183,9 @@ class _HFDecoder:
         # (a DDP/DeepSpeed wrapper has no config: it keeps the 2D mask)
         if getattr(getattr(self.model, "config", None), "_attn_implementation", None) == "sdpa":
             self.attn = self.attn.bool()[:, None, None, :]
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **self.cache)
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **self.cache
+        )
         return out.logits[:, -1, :]
 
     def select(self, keep):
@@ -186,8 +194,11 @@ class _HFDecoder:
 
     def step(self, tok, pos, t):
         out = self.model(
-            input_ids=tok[:, None], attention_mask=self.attn[..., : self.width + t + 1], position_ids=pos,
-            use_cache=True, **self.cache,
+            input_ids=tok[:, None],
+            attention_mask=self.attn[..., : self.width + t + 1],
+            position_ids=pos,
+            use_cache=True,
+            **self.cache,
         )
         return out.logits[:, -1, :]
 
@@ -224,8 +235,14 @@ def sample(
     s = _sample(model, tokenizer, prompts, n, max_new_tokens, temperature, greedy, generator, engine, stops)
     # The trainer differentiates through these ids (the embedding saves them for backward), which
     # inference tensors refuse: copy them out of inference mode.
-    return Samples(s.prompt_ids.clone(), s.prompt_mask.clone(), s.completion_ids.clone(),
-                   s.completion_mask.clone(), s.texts, s.truncated.clone())
+    return Samples(
+        s.prompt_ids.clone(),
+        s.prompt_mask.clone(),
+        s.completion_ids.clone(),
+        s.completion_mask.clone(),
+        s.texts,
+        s.truncated.clone(),
+    )
 
 
 def _draw(probs: torch.Tensor, generator, owner: torch.Tensor) -> torch.Tensor:

@@ -19,11 +19,15 @@ class CurriculumConfig(Strict):
     c: float = Field(1.0, ge=0, description="dump: exploration coefficient of the UCB bonus")
     tau: float = Field(0.1, gt=0, description="dump: softmax temperature over UCB scores")
     # prioritized: p proportional to 1 - running success rate (Kimi k1.5)
-    level: Literal["source", "prompt"] = Field("source", description="prioritized: rate per source or per prompt")
+    level: Literal["source", "prompt"] = Field(
+        "source", description="prioritized: rate per source or per prompt"
+    )
     ema: float = Field(0.9, ge=0, lt=1, description="prioritized: decay of the running success rate")
     min_prob: float = Field(0.02, ge=0, lt=1, description="prioritized: floor on each arm's weight share")
     # static: easy -> hard
-    order: list[str] | None = Field(None, description="static: sources easiest first (default: by difficulty)")
+    order: list[str] | None = Field(
+        None, description="static: sources easiest first (default: by difficulty)"
+    )
     stage_steps: int = Field(50, ge=1, description="static: steps before the next source joins the pool")
 
 
@@ -41,25 +45,39 @@ class GRPOConfig(TrainingConfig):
     temperature: float = Field(1.0, gt=0)
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimiser step (splits the prompts)")
     loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field("grpo", description="token aggregation")
-    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="divide advantages by this std")
-    epsilon: float = Field(0.2, gt=0, lt=1, description="PPO clip range (lower side; upper too unless epsilon_high)")
-    epsilon_high: float | None = Field(None, gt=0, description="upper clip range (DAPO clip-higher); None = epsilon")
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="divide advantages by this std"
+    )
+    epsilon: float = Field(
+        0.2, gt=0, lt=1, description="PPO clip range (lower side; upper too unless epsilon_high)"
+    )
+    epsilon_high: float | None = Field(
+        None, gt=0, description="upper clip range (DAPO clip-higher); None = epsilon"
+    )
     num_iterations: int = Field(1, ge=1, description="updates per rollout batch (mu); >1 reuses rollouts")
     importance_sampling_level: Literal["token", "sequence"] = Field("token", description="sequence = GSPO")
     beta: float = Field(0.0, ge=0, description="KL coefficient; 0 loads no reference model")
     mask_truncated: bool = Field(False, description="drop completions that hit max_new_tokens from the loss")
     dynamic_sampling: bool = Field(False, description="DAPO: drop all-equal groups, sample more prompts")
-    max_sampling_rounds: int = Field(3, ge=1, description="dynamic sampling: generation rounds per step at most")
-    overlong_cache: int = Field(16, ge=0, description="length reward: soft-penalty zone before max_new_tokens")
+    max_sampling_rounds: int = Field(
+        3, ge=1, description="dynamic sampling: generation rounds per step at most"
+    )
+    overlong_cache: int = Field(
+        16, ge=0, description="length reward: soft-penalty zone before max_new_tokens"
+    )
     sampler: Literal["uniform", "dump", "prioritized", "static"] = "uniform"
     curriculum: CurriculumConfig = CurriculumConfig()
     rewards: dict[str, float] = Field(default_factory=lambda: {"accuracy": 1.0, "format": 0.1})
     reward_workers: int = Field(2, ge=1)
     reward_timeout_s: float = Field(5.0, gt=0)
     save_every: int = Field(100, ge=1)
-    eval_every: int = Field(0, ge=0, description="greedy accuracy on a fixed held-out subset every N steps (0 = off)")
+    eval_every: int = Field(
+        0, ge=0, description="greedy accuracy on a fixed held-out subset every N steps (0 = off)"
+    )
     eval_items: int = Field(64, ge=1, description="size of that fixed subset (spread evenly over sources)")
-    prompt_seeds: bool = Field(False, description="a seed per prompt: completions independent of num_processes")
+    prompt_seeds: bool = Field(
+        False, description="a seed per prompt: completions independent of num_processes"
+    )
     out_dir: OutDir = "models/grpo"
 
     @model_validator(mode="after")
@@ -76,7 +94,8 @@ class GRPOConfig(TrainingConfig):
         n = self.scale.num_processes
         if self.prompts_per_step < n:
             raise ValueError(
-                f"prompts_per_step ({self.prompts_per_step}) < scale.num_processes ({n}): a process would get no prompt"
+                f"prompts_per_step ({self.prompts_per_step}) < scale.num_processes ({n}): "
+                "a process would get no prompt"
             )
         return self
 

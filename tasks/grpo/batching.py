@@ -69,7 +69,11 @@ class Plan:
 def micro_batches(kept: list[Rollout], cfg: GRPOConfig) -> list[Rollout]:
     """Split the kept groups into pieces of at most ceil(P / grad_accum) groups (never across rounds)."""
     per = max(1, math.ceil(cfg.prompts_per_step / cfg.grad_accum))
-    return [ro.groups(list(range(i, min(i + per, ro.n_groups)))) for ro in kept for i in range(0, ro.n_groups, per)]
+    return [
+        ro.groups(list(range(i, min(i + per, ro.n_groups))))
+        for ro in kept
+        for i in range(0, ro.n_groups, per)
+    ]
 
 
 def trim(samples: Samples, mask: torch.Tensor) -> tuple[Samples, torch.Tensor]:
@@ -82,8 +86,12 @@ def trim(samples: Samples, mask: torch.Tensor) -> tuple[Samples, torch.Tensor]:
     first = samples.prompt_mask.any(0).nonzero()
     p0 = int(first[0]) if len(first) else 0
     trimmed = Samples(
-        samples.prompt_ids[:, p0:], samples.prompt_mask[:, p0:], samples.completion_ids[:, :t],
-        samples.completion_mask[:, :t], samples.texts, samples.truncated,
+        samples.prompt_ids[:, p0:],
+        samples.prompt_mask[:, p0:],
+        samples.completion_ids[:, :t],
+        samples.completion_mask[:, :t],
+        samples.texts,
+        samples.truncated,
     )
     return trimmed, mask[:, :t]
 
@@ -115,16 +123,26 @@ def _rows(piece: Rollout, mask: torch.Tensor, idx: list[int]) -> tuple[Samples, 
     return piece.samples.select(idx), mask[t.to(mask.device)], piece.advantages[t]
 
 
-def work_items(pieces: list[Rollout], masks: list[torch.Tensor], cfg: GRPOConfig, n_rows: float,
-               max_buckets: int = MAX_BUCKETS, min_rows: int = MIN_BUCKET_ROWS, do_trim: bool = True,
-               skip_flat: bool = False, n_pieces: float | None = None) -> list[WorkItem]:
+def work_items(
+    pieces: list[Rollout],
+    masks: list[torch.Tensor],
+    cfg: GRPOConfig,
+    n_rows: float,
+    max_buckets: int = MAX_BUCKETS,
+    min_rows: int = MIN_BUCKET_ROWS,
+    do_trim: bool = True,
+    skip_flat: bool = False,
+    n_pieces: float | None = None,
+) -> list[WorkItem]:
     """Every forward/backward of one update, weighted as in point 5 of the module docstring.
     ``n_rows``/``n_pieces``: the step's rows and micro-batches (over N ranks: global / N)."""
     out = []
     n_pieces = len(pieces) if n_pieces is None else n_pieces
     for piece, mask in zip(pieces, masks):
         rows = len(piece.samples.texts)
-        outer = {"grpo": rows / n_rows, "dr_grpo": rows / n_rows, "dapo": 1.0, "bnpo": 1 / n_pieces}[cfg.loss_type]
+        outer = {"grpo": rows / n_rows, "dr_grpo": rows / n_rows, "dapo": 1.0, "bnpo": 1 / n_pieces}[
+            cfg.loss_type
+        ]
         piece_tokens = float(mask.sum())
         live = (piece.advantages != 0).nonzero().squeeze(-1).tolist() if skip_flat else list(range(rows))
         if not live:
@@ -143,9 +161,17 @@ def work_items(pieces: list[Rollout], masks: list[torch.Tensor], cfg: GRPOConfig
     return out
 
 
-def plan(kept: list[Rollout], cfg: GRPOConfig, *, engine: bool = False, max_buckets: int = MAX_BUCKETS,
-         min_bucket_rows: int = MIN_BUCKET_ROWS, trim_padding: bool = True, skip_flat: bool = True,
-         filler: Rollout | None = None) -> Plan:
+def plan(
+    kept: list[Rollout],
+    cfg: GRPOConfig,
+    *,
+    engine: bool = False,
+    max_buckets: int = MAX_BUCKETS,
+    min_bucket_rows: int = MIN_BUCKET_ROWS,
+    trim_padding: bool = True,
+    skip_flat: bool = True,
+    filler: Rollout | None = None,
+) -> Plan:
     """The passes of one update over the kept groups. ``max_buckets``, ``min_bucket_rows``,
     ``trim_padding`` and ``skip_flat`` change the cost, not the result: ``max_buckets=1,
     trim_padding=False, skip_flat=False`` is one padded pass per micro-batch over every row.
@@ -168,12 +194,25 @@ def plan(kept: list[Rollout], cfg: GRPOConfig, *, engine: bool = False, max_buck
         max_buckets = 1  # DDP/DeepSpeed all-reduce at every backward: extra passes would cost traffic
     # A KL term gives flat rows a gradient; other ranks would wait for this rank's backward.
     skip_flat = skip_flat and cfg.beta == 0 and world == 1 and not engine
-    items = work_items(pieces, masks, cfg, n_rows, max_buckets, min_bucket_rows, trim_padding, skip_flat,
-                       n_pieces if world > 1 else None)
+    items = work_items(
+        pieces,
+        masks,
+        cfg,
+        n_rows,
+        max_buckets,
+        min_bucket_rows,
+        trim_padding,
+        skip_flat,
+        n_pieces if world > 1 else None,
+    )
     if world > 1:
         items += padding(filler or kept[0], cfg, distributed.all_reduce_max(len(items)) - len(items))
-    lengths = torch.cat([p.samples.completion_mask.sum(1) for p in pieces]).float() if pieces else torch.zeros(0)
-    truncated = torch.cat([p.samples.truncated for p in pieces]) if pieces else torch.zeros(0, dtype=torch.bool)
+    lengths = (
+        torch.cat([p.samples.completion_mask.sum(1) for p in pieces]).float() if pieces else torch.zeros(0)
+    )
+    truncated = (
+        torch.cat([p.samples.truncated for p in pieces]) if pieces else torch.zeros(0, dtype=torch.bool)
+    )
     return Plan(items, n_items, lengths, truncated)
 
 

@@ -67,8 +67,13 @@ class Rollout:
         idx = [i * g + j for i in keep for j in range(g)]
         t = torch.tensor(idx, dtype=torch.long)
         return Rollout(
-            [self.rows[i] for i in keep], self.samples.select(idx), self.rewards[t], self.advantages[t],
-            {k: [v[i] for i in idx] for k, v in self.per_reward.items()}, g, dict(self.metrics),
+            [self.rows[i] for i in keep],
+            self.samples.select(idx),
+            self.rewards[t],
+            self.advantages[t],
+            {k: [v[i] for i in idx] for k, v in self.per_reward.items()},
+            g,
+            dict(self.metrics),
         )
 
     def prompt_stats(self) -> dict:
@@ -92,14 +97,25 @@ def generate_and_score(
     prompts = [render_prompt(tokenizer, r["prompt"], model_cfg.prompt) for r in rows]
     stops = stop_conditions(model, tokenizer, model_cfg.stop_strings)
     samples = sample(
-        model, tokenizer, prompts, cfg.group_size, cfg.max_new_tokens, cfg.temperature, generator=gen, stops=stops
+        model,
+        tokenizer,
+        prompts,
+        cfg.group_size,
+        cfg.max_new_tokens,
+        cfg.temperature,
+        generator=gen,
+        stops=stops,
     )
     t_gen = time.perf_counter() - t0
 
     n_tokens = samples.completion_mask.sum(1).tolist()
     per_completion = [
-        {**row, "completion_tokens": int(n), "max_completion_tokens": cfg.max_new_tokens,
-         "overlong_cache": cfg.overlong_cache}
+        {
+            **row,
+            "completion_tokens": int(n),
+            "max_completion_tokens": cfg.max_new_tokens,
+            "overlong_cache": cfg.overlong_cache,
+        }
         for row, n in zip([r for r in rows for _ in range(cfg.group_size)], n_tokens)
     ]
     scored = executor.score(samples.texts, per_completion, list(cfg.rewards))
@@ -116,8 +132,10 @@ def generate_and_score(
 def prompt_generators(seeds: torch.Generator, want: int, device) -> list[torch.Generator]:
     """One generator per prompt of a global round of ``want``; this rank's slice (as its prompts)."""
     drawn = torch.randint(2**62, (want,), generator=seeds).tolist()
-    return [torch.Generator(device=device).manual_seed(s) for s in distributed.shard(drawn, distributed.rank(),
-                                                                                       distributed.world_size())]
+    return [
+        torch.Generator(device=device).manual_seed(s)
+        for s in distributed.shard(drawn, distributed.rank(), distributed.world_size())
+    ]
 
 
 def global_take(n_groups: int, good: list[int], need: int) -> tuple[list[int], int, int]:
@@ -133,7 +151,13 @@ def global_take(n_groups: int, good: list[int], need: int) -> tuple[list[int], i
 
 
 def collect(
-    model, tokenizer, draw, cfg: GRPOConfig, executor, gen, model_cfg: ModelConfig | None = None,
+    model,
+    tokenizer,
+    draw,
+    cfg: GRPOConfig,
+    executor,
+    gen,
+    model_cfg: ModelConfig | None = None,
     seeds: torch.Generator | None = None,
 ) -> tuple[list[Rollout], list[Rollout], dict]:
     """Rollouts for one step: ``(kept, seen, metrics)``.
@@ -169,7 +193,8 @@ def collect(
         "sampling/rounds": len(seen),
         "sampling/dropped_groups": dropped,
         "sampling/kept_groups": n_kept,
-        "zero_std_groups": sum(ro.n_groups - len(ro.informative()) for ro in seen) / sum(ro.n_groups for ro in seen),
+        "zero_std_groups": sum(ro.n_groups - len(ro.informative()) for ro in seen)
+        / sum(ro.n_groups for ro in seen),
     }
     for key in seen[0].metrics:  # times and counts add up over the rounds
         metrics[key] = sum(ro.metrics.get(key, 0.0) for ro in seen)
@@ -177,8 +202,11 @@ def collect(
         metrics[f"reward/{name}"] = applicable_mean([v for ro in seen for v in ro.per_reward[name]])
     all_rewards = torch.cat([ro.rewards for ro in seen])
     acc = [a for ro in seen for a in ro.accuracy()]
-    metrics.update(reward_mean=all_rewards.mean().item(), reward_std=all_rewards.std(unbiased=False).item(),
-                   accuracy=sum(acc) / len(acc))
+    metrics.update(
+        reward_mean=all_rewards.mean().item(),
+        reward_std=all_rewards.std(unbiased=False).item(),
+        accuracy=sum(acc) / len(acc),
+    )
     return kept, seen, metrics
 
 

@@ -36,17 +36,35 @@ from tasks.metrics import per_source_means
 from tasks.schedule import lr_at
 
 
-def update(model, ref_model, kept: list[Rollout], cfg: GRPOConfig, opt, *, max_buckets: int = MAX_BUCKETS,
-           min_bucket_rows: int = MIN_BUCKET_ROWS, trim_padding: bool = True, skip_flat: bool = True,
-           filler: Rollout | None = None) -> dict[str, float]:
+def update(
+    model,
+    ref_model,
+    kept: list[Rollout],
+    cfg: GRPOConfig,
+    opt,
+    *,
+    max_buckets: int = MAX_BUCKETS,
+    min_bucket_rows: int = MIN_BUCKET_ROWS,
+    trim_padding: bool = True,
+    skip_flat: bool = True,
+    filler: Rollout | None = None,
+) -> dict[str, float]:
     """``num_iterations`` clipped policy-gradient steps on the kept rollouts; returns metrics.
 
     The keyword arguments only change how the work is cut (``batching.plan``), not the result.
     With rows skipped, per-token metrics (entropy, ratio, clip fractions) are over the rows trained on.
     ``filler``: over N ranks, a rollout to build zero-weight passes from (``batching.padding``).
     """
-    work = plan(kept, cfg, engine=isinstance(opt, distributed.EngineOptimizer), max_buckets=max_buckets,
-                min_bucket_rows=min_bucket_rows, trim_padding=trim_padding, skip_flat=skip_flat, filler=filler)
+    work = plan(
+        kept,
+        cfg,
+        engine=isinstance(opt, distributed.EngineOptimizer),
+        max_buckets=max_buckets,
+        min_bucket_rows=min_bucket_rows,
+        trim_padding=trim_padding,
+        skip_flat=skip_flat,
+        filler=filler,
+    )
     ref = reference_logprobs(ref_model, work) if cfg.beta > 0 else [None] * len(work.items)
     old: list[torch.Tensor] = []
     stats = _Stats()
@@ -66,10 +84,18 @@ def update(model, ref_model, kept: list[Rollout], cfg: GRPOConfig, opt, *, max_b
             else:
                 logp = completion_logprobs(model, w.samples)
             loss, loss_stats = policy_loss(
-                logp, old[j], w.advantages.to(logp.device), w.mask,
-                loss_type=cfg.loss_type, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
-                importance_sampling_level=cfg.importance_sampling_level, beta=cfg.beta, ref_logp=ref[j],
-                max_completion_length=cfg.max_new_tokens, num_items_in_batch=work.num_items,
+                logp,
+                old[j],
+                w.advantages.to(logp.device),
+                w.mask,
+                loss_type=cfg.loss_type,
+                epsilon=cfg.epsilon,
+                epsilon_high=cfg.epsilon_high,
+                importance_sampling_level=cfg.importance_sampling_level,
+                beta=cfg.beta,
+                ref_logp=ref[j],
+                max_completion_length=cfg.max_new_tokens,
+                num_items_in_batch=work.num_items,
             )
             (loss * w.weight).backward()  # the weights make the items add up to the step's loss
             if not w.pad:
@@ -103,9 +129,13 @@ class _Stats:
 
     def metrics(self, iterations: int, grad_norm: float, work: Plan) -> dict[str, float]:
         out = {k: v / max(self.weight, 1.0) for k, v in self.sums.items()}
-        out.update(loss=self.loss / iterations, entropy=self.entropy / max(self.tokens, 1.0), grad_norm=grad_norm)
+        out.update(
+            loss=self.loss / iterations, entropy=self.entropy / max(self.tokens, 1.0), grad_norm=grad_norm
+        )
         if work.lengths.numel():  # a rank that held no kept group has no lengths to report
-            out.update(response_length=work.lengths.mean().item(), truncated=work.truncated.float().mean().item())
+            out.update(
+                response_length=work.lengths.mean().item(), truncated=work.truncated.float().mean().item()
+            )
         return out
 
 
@@ -113,13 +143,22 @@ def curriculum_metrics(sampler: PromptSampler) -> dict[str, float]:
     """The sampler's next-draw probabilities and per-arm statistics, flattened for the tracker."""
     out = {f"curriculum/p/{s}": p for s, p in sampler.probabilities().items()}
     for s, st in sampler.arm_stats().items():
-        out.update({f"curriculum/{k}/{s}": float(v) for k, v in st.items() if k != "prob"})  # prob: logged as p/
+        out.update(
+            {f"curriculum/{k}/{s}": float(v) for k, v in st.items() if k != "prob"}
+        )  # prob: logged as p/
     return out
 
 
 def completions_table(seen: list[Rollout]) -> dict[str, list]:
     """Prompts, completions, each reward's score, the total and the advantage (every round seen)."""
-    table: dict[str, list] = {"prompt": [], "source": [], "completion": [], "reward": [], "advantage": [], "kept": []}
+    table: dict[str, list] = {
+        "prompt": [],
+        "source": [],
+        "completion": [],
+        "reward": [],
+        "advantage": [],
+        "kept": [],
+    }
     names = list(seen[0].per_reward)
     for name in names:
         table[f"reward/{name}"] = []
@@ -137,8 +176,20 @@ def completions_table(seen: list[Rollout]) -> dict[str, list]:
     return table
 
 
-def train_step(step: int, model, ref_model, tokenizer, rows: list[dict], sampler: PromptSampler, cfg: GRPOConfig,
-               opt, executor, gen, model_cfg: ModelConfig | None = None, seeds: torch.Generator | None = None):
+def train_step(
+    step: int,
+    model,
+    ref_model,
+    tokenizer,
+    rows: list[dict],
+    sampler: PromptSampler,
+    cfg: GRPOConfig,
+    opt,
+    executor,
+    gen,
+    model_cfg: ModelConfig | None = None,
+    seeds: torch.Generator | None = None,
+):
     """One GRPO step (points 1-4 of the module docstring). Returns (metrics, the curriculum
     probabilities this step drew with, (kept, seen) rollouts). ``model_cfg``: rendering and stops.
     ``seeds``: ``grpo.prompt_seeds``'s shared stream (rollout.py). Over N ranks every rank updates

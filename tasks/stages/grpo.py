@@ -100,33 +100,71 @@ def build(params: Params, rows: list[dict], model_dir: str) -> Trainer:
         ref_model = load_model(model_dir).to(device).eval().requires_grad_(False) if cfg.beta > 0 else None
     opt = torch.optim.AdamW(trainable(model), lr=cfg.lr, weight_decay=0.0)
     sampler = build_sampler(
-        cfg.sampler, [r["source"] for r in rows], cfg.seed, cfg.curriculum,
-        [int(r.get("difficulty", -1)) for r in rows], [r["id"] for r in rows],
+        cfg.sampler,
+        [r["source"] for r in rows],
+        cfg.seed,
+        cfg.curriculum,
+        [int(r.get("difficulty", -1)) for r in rows],
+        [r["id"] for r in rows],
     )
     seeds = torch.Generator().manual_seed(cfg.seed) if cfg.prompt_seeds else None
     return Trainer(model, peft_model, ref_model, tokenizer, opt, sampler, gen, rank, world, seeds)
 
 
-def loop(t: Trainer, params: Params, rows: list[dict], start: int, history: list[dict], ckpt_dir: Path, run,
-         executor: RewardExecutor, eval_rows: list[dict] | None = None) -> float:
+def loop(
+    t: Trainer,
+    params: Params,
+    rows: list[dict],
+    start: int,
+    history: list[dict],
+    ckpt_dir: Path,
+    run,
+    executor: RewardExecutor,
+    eval_rows: list[dict] | None = None,
+) -> float:
     """Steps ``start..steps-1``: train, log, checkpoint. Appends to ``history``; returns the wall time."""
     cfg = params.grpo
     bar = progress(range(start, cfg.steps), "grpo", initial=start, total=cfg.steps, disable=t.rank > 0)
     t0 = time.perf_counter()
     for step in bar:
-        metrics, curriculum, (_, seen) = train_step(step, t.model, t.ref_model, t.tokenizer, rows, t.sampler, cfg,
-                                                    t.opt, executor, t.gen, params.model, t.seeds)
+        metrics, curriculum, (_, seen) = train_step(
+            step,
+            t.model,
+            t.ref_model,
+            t.tokenizer,
+            rows,
+            t.sampler,
+            cfg,
+            t.opt,
+            executor,
+            t.gen,
+            params.model,
+            t.seeds,
+        )
         metrics = mean_metrics(metrics)  # identity for one process
-        history.append({"step": step, **{k: metrics.get(k, float("nan")) for k in ("reward_mean", "accuracy", "loss", "kl")},
-                        "curriculum": {k: v for k, v in curriculum.items() if k.startswith("curriculum/p/")}})
-        bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", acc=f"{metrics['accuracy']:.2f}", refresh=False)
+        history.append(
+            {
+                "step": step,
+                **{k: metrics.get(k, float("nan")) for k in ("reward_mean", "accuracy", "loss", "kl")},
+                "curriculum": {k: v for k, v in curriculum.items() if k.startswith("curriculum/p/")},
+            }
+        )
+        bar.set_postfix(
+            reward=f"{metrics['reward_mean']:.2f}", acc=f"{metrics['accuracy']:.2f}", refresh=False
+        )
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             run.log_metrics(metrics, step)
         else:  # the curriculum is logged every step: its probabilities move step by step
             run.log_metrics({k: v for k, v in metrics.items() if k.startswith("curriculum/")}, step)
         if eval_rows and t.rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps - 1):
-            acc, per = heldout_accuracy(distributed.unwrap(t.model), t.tokenizer, eval_rows, executor,
-                                        cfg.max_new_tokens, model_cfg=params.model)
+            acc, per = heldout_accuracy(
+                distributed.unwrap(t.model),
+                t.tokenizer,
+                eval_rows,
+                executor,
+                cfg.max_new_tokens,
+                model_cfg=params.model,
+            )
             history[-1]["eval_accuracy"] = acc
             run.log_metrics({"eval/accuracy": acc, **{f"eval/accuracy/{s}": v for s, v in per.items()}}, step)
         if step % (cfg.log_every * 20) == 0:  # a sample of completions, for reading
@@ -153,8 +191,11 @@ def write_outputs(params: Params, history: list[dict], wall: float, run) -> dict
         "plots/grpo_train.csv", index=False
     )
     probs = pd.DataFrame(
-        [{"step": h["step"], "source": k.removeprefix("curriculum/p/"), "probability": v}
-         for h in history for k, v in h["curriculum"].items()]
+        [
+            {"step": h["step"], "source": k.removeprefix("curriculum/p/"), "probability": v}
+            for h in history
+            for k, v in h["curriculum"].items()
+        ]
     )
     probs.to_csv("plots/curriculum.csv", index=False)
     plot_probabilities(probs, Path("plots/curriculum.png"), title=f"grpo.sampler = {cfg.sampler}")
@@ -164,7 +205,9 @@ def write_outputs(params: Params, history: list[dict], wall: float, run) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     args, params = stage_cli(
-        __doc__, argv, {"data": "data/curated/rl.parquet", "model": "models/sft", "eval_data": "data/curated/eval.parquet"}
+        __doc__,
+        argv,
+        {"data": "data/curated/rl.parquet", "model": "models/sft", "eval_data": "data/curated/eval.parquet"},
     )
     cfg = params.grpo
     if (code := distributed.maybe_relaunch("tasks.stages.grpo", argv, cfg.scale)) is not None:
@@ -189,9 +232,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"grpo: resuming from {ckpt} (step {start})")
 
-    with rank_zero_run(params.tracking, "grpo", cfg.model_dump()) as run, RewardExecutor(
-        cfg.reward_workers, cfg.reward_timeout_s
-    ) as executor:
+    with (
+        rank_zero_run(params.tracking, "grpo", cfg.model_dump()) as run,
+        RewardExecutor(cfg.reward_workers, cfg.reward_timeout_s) as executor,
+    ):
         run.log_input_files([args.data])
         run.set_tags({"resumed_from_step": start})
         eval_rows = eval_subset(args.eval_data, cfg.eval_items) if cfg.eval_every else None
@@ -199,14 +243,20 @@ def main(argv: list[str] | None = None) -> int:
         distributed.save_pretrained(t.model, t.tokenizer, cfg.out_dir, t.peft_model)
         run.log_metrics({"wall_s": wall})
         if t.world > 1:  # the curriculum state and the weights must agree on every rank
-            print(f"grpo: rank {t.rank} sampler {digest(t.sampler.state_dict())} "
-                  f"weights {weights_digest(t.model)}", flush=True)
+            print(
+                f"grpo: rank {t.rank} sampler {digest(t.sampler.state_dict())} "
+                f"weights {weights_digest(t.model)}",
+                flush=True,
+            )
         distributed.shutdown()
         if t.rank > 0:
             return 0
         summary = write_outputs(params, history, wall, run)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # the finished model is the DVC output now
-    print(f"grpo: {cfg.steps} steps in {wall:.1f}s, train accuracy (last 10%) {summary['final_train_accuracy']:.3f}")
+    print(
+        f"grpo: {cfg.steps} steps in {wall:.1f}s, "
+        f"train accuracy (last 10%) {summary['final_train_accuracy']:.3f}"
+    )
     return 0
 
 

@@ -99,7 +99,9 @@ def sft_loss(model, batch: dict[str, torch.Tensor], reduction: str = "mean") -> 
     """Cross-entropy of the completion tokens: their mean (or their sum)."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     return torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), batch["labels"][:, 1:].reshape(-1), ignore_index=-100,
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+        batch["labels"][:, 1:].reshape(-1),
+        ignore_index=-100,
         reduction=reduction,
     )
 
@@ -114,8 +116,15 @@ def sharded_loss(model, batch: dict[str, torch.Tensor], world: int) -> tuple[tor
     return loss, distributed.all_reduce_sum(loss.detach()) / world, int(tokens)
 
 
-def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SFTConfig, log=None, opt=None,
-          ckpt_dir: Path | None = None) -> list[dict]:
+def train(
+    model,
+    tokenizer,
+    examples: list[tuple[list[int], list[int]]],
+    cfg: SFTConfig,
+    log=None,
+    opt=None,
+    ckpt_dir: Path | None = None,
+) -> list[dict]:
     """Run ``cfg.steps`` optimiser steps; returns the logged history.
 
     ``model``/``opt`` may be a data-parallel replica and its optimiser (tasks/distributed.py); by
@@ -136,7 +145,9 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SF
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
         if world > 1:  # the same global batch on every rank (same generator); this rank's slice
             idx = distributed.shard(idx, rank, world)
-        batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], tokenizer.pad_token_id).items()}
+        batch = {
+            k: v.to(device) for k, v in collate([examples[i] for i in idx], tokenizer.pad_token_id).items()
+        }
         lr = lr_at(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -172,19 +183,36 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: SF
     return history
 
 
-def save(ckpt_dir: Path, step: int, model, opt, order: list[int], g: torch.Generator, history: list[dict],
-         cfg: SFTConfig) -> None:
+def save(
+    ckpt_dir: Path,
+    step: int,
+    model,
+    opt,
+    order: list[int],
+    g: torch.Generator,
+    history: list[dict],
+    cfg: SFTConfig,
+) -> None:
     """A collective checkpoint (every rank calls it): the rest of the epoch's order, the generators,
     and the model and optimiser (DeepSpeed: every rank's shard through the engine)."""
     engine = distributed.engine_of(opt)
     state = {"order": order, "generator": g.get_state(), "torch": torch.get_rng_state()}
     if engine is None:
         state.update(model=distributed.unwrap(model).state_dict(), optimizer=opt.state_dict())
-    checkpoint.save(ckpt_dir, step, state, history, rank_state={"torch": torch.get_rng_state()}, engine=engine,
-                    config=cfg.model_dump())
+    checkpoint.save(
+        ckpt_dir,
+        step,
+        state,
+        history,
+        rank_state={"torch": torch.get_rng_state()},
+        engine=engine,
+        config=cfg.model_dump(),
+    )
 
 
-def resume(ckpt_dir: Path, model, opt, g: torch.Generator, cfg: SFTConfig) -> tuple[int, list[int], list[dict]]:
+def resume(
+    ckpt_dir: Path, model, opt, g: torch.Generator, cfg: SFTConfig
+) -> tuple[int, list[int], list[dict]]:
     """``(start step, remaining batch order, history)`` from the newest complete checkpoint; a fresh
     start without one. Every rank draws the same batch order, so any world size continues exactly
     (up to float order); a checkpoint this run cannot continue raises ``checkpoint.ResumeError``."""
@@ -237,22 +265,36 @@ def main(argv: list[str] | None = None) -> int:
         return code
     df = pd.read_parquet(args.data)
     if df.empty or df["solution"].isna().any():
-        print(f"{args.data}: SFT needs rows with a worked solution; found {df['solution'].isna().sum()} without", file=sys.stderr)
+        print(
+            f"{args.data}: SFT needs rows with a worked solution; "
+            f"found {df['solution'].isna().sum()} without",
+            file=sys.stderr,
+        )
         return 1
     model, peft_model, replica, opt, tokenizer, examples, truncated = build(params, args.model, df)
     if not examples:
-        print(f"sft: all {len(df)} traces are longer than sft.max_length={cfg.max_length} and "
-              "sft.drop_truncated is set: nothing to train on", file=sys.stderr)
+        print(
+            f"sft: all {len(df)} traces are longer than sft.max_length={cfg.max_length} and "
+            "sft.drop_truncated is set: nothing to train on",
+            file=sys.stderr,
+        )
         return 1
     with rank_zero_run(params.tracking, "sft", cfg.model_dump()) as run:
         run.log_input_files([args.data])
-        run.log_metrics({"n_examples": len(examples), "n_parameters": count_parameters(model),
-                         "n_trainable_parameters": sum(p.numel() for p in trainable(replica)),
-                         **{f"truncated/{src}": n for src, n in truncated.items()}})
+        run.log_metrics(
+            {
+                "n_examples": len(examples),
+                "n_parameters": count_parameters(model),
+                "n_trainable_parameters": sum(p.numel() for p in trainable(replica)),
+                **{f"truncated/{src}": n for src, n in truncated.items()},
+            }
+        )
         t0 = time.perf_counter()
         ckpt_dir = CKPT_ROOT / checkpoint.run_key(cfg.model_dump(), [Path(args.data), Path(args.model)])
         try:
-            history = train(replica, tokenizer, examples, cfg, log=run.log_metrics, opt=opt, ckpt_dir=ckpt_dir)
+            history = train(
+                replica, tokenizer, examples, cfg, log=run.log_metrics, opt=opt, ckpt_dir=ckpt_dir
+            )
         except NonFiniteLoss as e:  # the run ends FAILED (SystemExit passes through the run context)
             print(f"sft: {e}; stopping, no model written", file=sys.stderr)
             raise SystemExit(1) from None
@@ -261,8 +303,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         wall = time.perf_counter() - t0
         distributed.save_pretrained(replica, tokenizer, cfg.out_dir, peft_model)
-        summary = {"final_loss": history[-1]["loss"], "steps": cfg.steps, "examples": len(examples), "wall_s": round(wall, 1),
-                   "truncated": truncated, "dropped_truncated": sum(truncated.values()) if cfg.drop_truncated else 0}
+        summary = {
+            "final_loss": history[-1]["loss"],
+            "steps": cfg.steps,
+            "examples": len(examples),
+            "wall_s": round(wall, 1),
+            "truncated": truncated,
+            "dropped_truncated": sum(truncated.values()) if cfg.drop_truncated else 0,
+        }
         run.log_metrics({"wall_s": wall})
     rank = distributed.rank()
     distributed.shutdown()
@@ -270,7 +318,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # the finished model is the DVC output now
     write_outputs(summary, history)
-    print(f"sft: {cfg.steps} steps on {len(examples)} traces in {wall:.1f}s, final loss {summary['final_loss']:.3f}")
+    print(
+        f"sft: {cfg.steps} steps on {len(examples)} traces in {wall:.1f}s, "
+        f"final loss {summary['final_loss']:.3f}"
+    )
     return 0
 
 

@@ -244,9 +244,9 @@ def check_code_edits_rerun_only_their_stages(p: Path, sh, env) -> None:
     append("tasks/tracking.py", "\n# logging only: no stage is stale\n")
     assert status() == ALWAYS
     append("tasks/grpo/loss.py", "\n# a GRPO-only edit\n")
-    cfg = (p / "tasks/config/grpo.py").read_text()
-    assert "max_sampling_rounds: int = Field(3," in cfg
-    (p / "tasks/config/grpo.py").write_text(cfg.replace("max_sampling_rounds: int = Field(3,", "max_sampling_rounds: int = Field(4,"))
+    cfg, edits = re.subn(r"(max_sampling_rounds: int = Field\(\s*)3,", r"\g<1>4,", (p / "tasks/config/grpo.py").read_text())
+    assert edits == 1  # a GRPO default changed: 3 -> 4 generation rounds
+    (p / "tasks/config/grpo.py").write_text(cfg)
     assert status() == {**ALWAYS, "grpo": [{"changed deps": {"tasks/grpo": "modified", "tasks/config/grpo.py": "modified"}}]}
     out = sh(["dvc", "repro"], p, env=env).stdout
     assert ran(out)[:2] == ["sources", "grpo"] and set(ran(out)) <= {"sources", "grpo", "evaluate"}, ran(out)
