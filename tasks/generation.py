@@ -315,15 +315,20 @@ def _sample(
         logits = dec.step(tok, next_pos, t)
         next_pos = next_pos + 1
 
-    comp = comp[:, :steps]
-    # Mask: 1 for every token up to and including the one that stopped the row (pad after it).
+    model.train(was_training)
+    return _finish(tokenizer, ids, mask, comp[:, :steps], stop_at, stops)
+
+
+def _finish(tokenizer, ids, mask, comp: torch.Tensor, stop_at: torch.Tensor, stops: Stops) -> Samples:
+    """The decoded rows: the mask is 1 for every token up to and including the one that stopped the
+    row (pad after it); the text is cut at a stop string. ``stop_at`` -1 = ran to the token limit."""
+    steps = comp.shape[1]
     truncated = stop_at < 0
     last = torch.where(truncated, steps - 1, stop_at)
-    comp_mask = (torch.arange(steps, device=device)[None] <= last[:, None]).long()
+    comp_mask = (torch.arange(steps, device=comp.device)[None] <= last[:, None]).long()
     texts = tokenizer.batch_decode(comp, skip_special_tokens=True)  # rows hold pad after their stop
     if stops.strings:
         texts = [_cut(x, stops.strings) for x in texts]
-    model.train(was_training)
     return Samples(ids, mask, comp, comp_mask, texts, truncated)
 
 

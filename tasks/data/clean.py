@@ -138,6 +138,21 @@ def decontaminate(
     return kept, len(train_rows) - len(kept)
 
 
+def _near_dups(out: dict[str, list[dict]], near_dup, removed_by_source: Counter):
+    """MinHash near-duplicate removal when configured: ``(splits, removed per split, pairs)``."""
+    near = {s: 0 for s in ("sft", "rl", "eval")}
+    if near_dup is None or not near_dup.enabled:
+        return out, near, []
+    from tasks.data.neardup import near_dup_filter
+
+    out, removed, pairs = near_dup_filter(
+        out, near_dup.threshold, near_dup.shingle, near_dup.num_perm, near_dup.min_words
+    )
+    for c in removed.values():
+        removed_by_source += c
+    return out, {s: sum(removed[s].values()) for s in near}, pairs
+
+
 def clean_splits(
     splits: dict[str, list[dict]],
     bad_rows: dict[str, int] | None = None,
@@ -172,17 +187,7 @@ def clean_splits(
         out[split], dedup[split] = exact_dedup(rows)
         by_source["dedup"] += Counter(r["source"] for r in rows) - Counter(r["source"] for r in out[split])
     lap("normalise_dedup")
-    near = {s: 0 for s in ("sft", "rl", "eval")}
-    near_pairs: list[dict] = []
-    if near_dup is not None and near_dup.enabled:
-        from tasks.data.neardup import near_dup_filter
-
-        out, removed, near_pairs = near_dup_filter(
-            out, near_dup.threshold, near_dup.shingle, near_dup.num_perm, near_dup.min_words
-        )
-        near = {s: sum(removed[s].values()) for s in near}
-        for c in removed.values():
-            by_source["near_dup"] += c
+    out, near, near_pairs = _near_dups(out, near_dup, by_source["near_dup"])
     lap("near_dup")
     n, min_chars = (decontam.ngram, decontam.min_chars) if decontam is not None else (NGRAM, NGRAM_MIN_CHARS)
     items = [(f"eval:{r['id']}", r["prompt"]) for r in out["eval"]] + list(benchmarks)

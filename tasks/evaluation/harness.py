@@ -219,45 +219,54 @@ def run_model(
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
-        for i, s in iter_generate(model, tokenizer, prompts, n=1, greedy=True, seed=cfg.seed, **common):
-            chunk = rows[i : i + len(s.texts)]
-            scored = executor.score(s.texts, chunk, reward_names(chunk, ("accuracy", "format")))
-            ev.errors, ev.timeouts = ev.errors + scored.errors, ev.timeouts + scored.timeouts
-            v = np.array(zero_if_none(list(verdicts(scored.per_reward, len(chunk)))))
-            sl = slice(i, i + len(chunk))
-            ev.correct[sl], ev.fmt[sl] = v, zero_if_none(scored.per_reward["format"])
-            ev.lengths[sl], ev.truncated[sl] = (
-                s.completion_mask.sum(1).cpu().numpy(),
-                s.truncated.cpu().numpy(),
-            )
-            for j, (row, text) in enumerate(zip(chunk, s.texts)):
-                f.write(
-                    _line(
-                        name,
-                        "greedy",
-                        0,
-                        row,
-                        text,
-                        v[j],
-                        {"length": int(ev.lengths[i + j]), "truncated": bool(ev.truncated[i + j])},
-                    )
-                )
-            if not ev.examples:
-                ev.examples = [
-                    {"prompt": r["prompt"], "completion": t, "answer": r.get("answer")}
-                    for r, t in zip(chunk[:3], s.texts)
-                ]
-        for i, s in iter_generate(model, tokenizer, prompts, n=n, greedy=False, seed=cfg.seed + 1, **common):
-            chunk = rows[i : i + len(s.texts) // n]
-            repeated = [r for r in chunk for _ in range(n)]
-            scored = executor.score(s.texts, repeated, reward_names(chunk, ("accuracy",)))
-            ev.errors, ev.timeouts = ev.errors + scored.errors, ev.timeouts + scored.timeouts
-            v = verdicts(scored.per_reward, len(repeated)).reshape(-1, n) > 0.5
-            ev.sample_correct[i : i + len(chunk)] = v
-            for r, (row, text) in enumerate(zip(repeated, s.texts)):
-                p, j = divmod(r, n)
-                ev.votes[i + p][j] = vote_key(text, row)
-                f.write(
-                    _line(name, "sample", j, row, text, v[p, j], {"length": int(s.completion_mask[r].sum())})
-                )
+        _greedy_pass(name, model, tokenizer, rows, prompts, cfg, executor, ev, f, common)
+        _sampled_pass(name, model, tokenizer, rows, prompts, cfg, executor, ev, f, common)
     return ev
+
+
+def _greedy_pass(name, model, tokenizer, rows, prompts, cfg, executor, ev: ModelEval, f, common) -> None:
+    """One greedy completion per row: verdicts, format, lengths, truncation, streamed to ``f``."""
+    for i, s in iter_generate(model, tokenizer, prompts, n=1, greedy=True, seed=cfg.seed, **common):
+        chunk = rows[i : i + len(s.texts)]
+        scored = executor.score(s.texts, chunk, reward_names(chunk, ("accuracy", "format")))
+        ev.errors, ev.timeouts = ev.errors + scored.errors, ev.timeouts + scored.timeouts
+        v = np.array(zero_if_none(list(verdicts(scored.per_reward, len(chunk)))))
+        sl = slice(i, i + len(chunk))
+        ev.correct[sl], ev.fmt[sl] = v, zero_if_none(scored.per_reward["format"])
+        ev.lengths[sl], ev.truncated[sl] = (
+            s.completion_mask.sum(1).cpu().numpy(),
+            s.truncated.cpu().numpy(),
+        )
+        for j, (row, text) in enumerate(zip(chunk, s.texts)):
+            f.write(
+                _line(
+                    name,
+                    "greedy",
+                    0,
+                    row,
+                    text,
+                    v[j],
+                    {"length": int(ev.lengths[i + j]), "truncated": bool(ev.truncated[i + j])},
+                )
+            )
+        if not ev.examples:
+            ev.examples = [
+                {"prompt": r["prompt"], "completion": t, "answer": r.get("answer")}
+                for r, t in zip(chunk[:3], s.texts)
+            ]
+
+
+def _sampled_pass(name, model, tokenizer, rows, prompts, cfg, executor, ev: ModelEval, f, common) -> None:
+    """``n_samples`` sampled completions per row: verdicts and vote keys, streamed to ``f``."""
+    n = cfg.n_samples
+    for i, s in iter_generate(model, tokenizer, prompts, n=n, greedy=False, seed=cfg.seed + 1, **common):
+        chunk = rows[i : i + len(s.texts) // n]
+        repeated = [r for r in chunk for _ in range(n)]
+        scored = executor.score(s.texts, repeated, reward_names(chunk, ("accuracy",)))
+        ev.errors, ev.timeouts = ev.errors + scored.errors, ev.timeouts + scored.timeouts
+        v = verdicts(scored.per_reward, len(repeated)).reshape(-1, n) > 0.5
+        ev.sample_correct[i : i + len(chunk)] = v
+        for r, (row, text) in enumerate(zip(repeated, s.texts)):
+            p, j = divmod(r, n)
+            ev.votes[i + p][j] = vote_key(text, row)
+            f.write(_line(name, "sample", j, row, text, v[p, j], {"length": int(s.completion_mask[r].sum())}))

@@ -246,26 +246,32 @@ def _run(
         result.values = _values(res, steps)  # type: ignore[attr-defined]
         return result
     finally:
-        if proc is not None:
-            _kill_group(proc)
-        if info_r is not None:
-            wait_for_namespace(info_r)
-        if cgroup is not None:
-            cgroup.kill_all()
-            if uid is None:
-                cgroup.remove()
-        elif uid is not None:
-            kill_uid(uid)
-        if proc is not None:
-            proc.wait()
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe is not None:
-                    pipe.close()
-        for fd in fds:
-            os.close(fd)
-        if lock_fd is not None:
-            os.pwrite(lock_fd, b"0", 0)  # swept clean
-            os.close(lock_fd)  # releases the flock: the slot is free again
+        _teardown(proc, info_r, cgroup, uid, fds, lock_fd)
+
+
+def _teardown(proc, info_r, cgroup, uid, fds: list[int], lock_fd) -> None:
+    """Whatever happened: kill the run's processes, wait for its pid namespace to end, sweep its
+    cgroup or uid, close every fd, and free the uid slot."""
+    if proc is not None:
+        _kill_group(proc)
+    if info_r is not None:
+        wait_for_namespace(info_r)
+    if cgroup is not None:
+        cgroup.kill_all()
+        if uid is None:
+            cgroup.remove()
+    elif uid is not None:
+        kill_uid(uid)
+    if proc is not None:
+        proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    for fd in fds:
+        os.close(fd)
+    if lock_fd is not None:
+        os.pwrite(lock_fd, b"0", 0)  # swept clean
+        os.close(lock_fd)  # releases the flock: the slot is free again
 
 
 def _values(res: bytes, steps: list | None) -> dict[int, str]:

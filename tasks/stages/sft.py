@@ -258,6 +258,18 @@ def write_outputs(summary: dict, history: list[dict]) -> None:
     pd.DataFrame(history)[["step", "loss", "lr"]].to_csv("plots/sft_loss.csv", index=False)
 
 
+def summarise(history: list[dict], cfg: SFTConfig, n_examples: int, wall: float, truncated: dict) -> dict:
+    """What ``metrics/sft.json`` holds."""
+    return {
+        "final_loss": history[-1]["loss"],
+        "steps": cfg.steps,
+        "examples": n_examples,
+        "wall_s": round(wall, 1),
+        "truncated": truncated,
+        "dropped_truncated": sum(truncated.values()) if cfg.drop_truncated else 0,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args, params = stage_cli(__doc__, argv, {"data": "data/curated/sft.parquet", "model": "models/base"})
     cfg = params.sft
@@ -265,17 +277,14 @@ def main(argv: list[str] | None = None) -> int:
         return code
     df = pd.read_parquet(args.data)
     if df.empty or df["solution"].isna().any():
-        print(
-            f"{args.data}: SFT needs rows with a worked solution; "
-            f"found {df['solution'].isna().sum()} without",
-            file=sys.stderr,
-        )
+        n = df["solution"].isna().sum()
+        print(f"{args.data}: SFT needs rows with a worked solution; found {n} without", file=sys.stderr)
         return 1
     model, peft_model, replica, opt, tokenizer, examples, truncated = build(params, args.model, df)
     if not examples:
         print(
-            f"sft: all {len(df)} traces are longer than sft.max_length={cfg.max_length} and "
-            "sft.drop_truncated is set: nothing to train on",
+            f"sft: all {len(df)} traces exceed sft.max_length={cfg.max_length} and sft.drop_truncated "
+            "is set: nothing to train on",
             file=sys.stderr,
         )
         return 1
@@ -303,14 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         wall = time.perf_counter() - t0
         distributed.save_pretrained(replica, tokenizer, cfg.out_dir, peft_model)
-        summary = {
-            "final_loss": history[-1]["loss"],
-            "steps": cfg.steps,
-            "examples": len(examples),
-            "wall_s": round(wall, 1),
-            "truncated": truncated,
-            "dropped_truncated": sum(truncated.values()) if cfg.drop_truncated else 0,
-        }
+        summary = summarise(history, cfg, len(examples), wall, truncated)
         run.log_metrics({"wall_s": wall})
     rank = distributed.rank()
     distributed.shutdown()
