@@ -330,6 +330,24 @@ class Cgroup:
                     pass
             time.sleep(0.002)
 
+    def settle(self) -> None:
+        """Wait (up to 2 s) while more than one process is still charged to the cgroup: a killed
+        process leaves cgroup.procs at once but holds its pids slot until the kernel releases it, so
+        after a fork bomb a reused slot's next run would start with its budget taken. (One charge
+        lingers ~2 s after every run here, the namespace's init; waiting for it would cost each run
+        2 s, and one of ``pids`` slots is a bounded loss.)"""
+        for _ in range(1000):
+            if self._charged() <= 1:
+                break
+            time.sleep(0.002)
+
+    def _charged(self) -> int:
+        try:
+            with open(f"{self.dirs[-1]}/pids.current") as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            return 0
+
     def _pids(self) -> list[int]:
         try:
             with open(self.procs_files()[0]) as f:

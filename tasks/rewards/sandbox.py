@@ -267,6 +267,8 @@ def _teardown(proc, info_r, cgroup, uid, fds: list[int], lock_fd) -> None:
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
+    if cgroup is not None and uid is not None:
+        cgroup.settle()  # after our own child is reaped: the slot's next run gets its full budget
     for fd in fds:
         os.close(fd)
     if lock_fd is not None:
