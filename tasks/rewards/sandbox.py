@@ -30,18 +30,17 @@ What it guarantees:
   machine lets root create one (``Isolation.cgroup``). Without a cgroup, the tree's memory is
   bounded by ``memory_mb * nproc`` (RLIMIT_AS per process times RLIMIT_NPROC of the dedicated uid)
   plus ``tmp_mb`` of tmpfs. Stdout beyond ``stdout_bytes`` kills the run; stderr is truncated.
-- Teardown in ``finally`` (so also when the executor's timer interrupts us): SIGKILL to bwrap's
-  session, which takes its pid namespace with it, then every process left in the cgroup (or of the
-  uid) is killed and waited for; the slot is released. Signals cannot reach other sandboxes or
-  the trainer: they are outside the program's pid namespace.
+- Teardown in ``finally`` (also when the executor's timer interrupts us): SIGKILL to bwrap's
+  session, taking its pid namespace with it; every process left in the cgroup (or of the uid) is
+  killed and waited for (a reused slot until their pids are released), then the slot is freed.
+  Signals cannot reach other sandboxes or the trainer: they are outside the pid namespace.
 
 What it does not guarantee:
 - Kernel exploits through the syscalls the filter allows, and side channels (timing, CPU, memory
   bandwidth contention with the trainer) are out of scope; seccomp is x86-64 only.
 - Without root (a developer machine) there is no uid drop and usually no cgroup: RLIMIT_NPROC then
   counts all of the user's processes, and the memory bound is the rlimit one.
-- An assert whose expected side mentions a name (``== sys.getsizeof(t)``) is evaluated inside (see
-  ``tasks.rewards.asserts``).
+- An assert whose expected side mentions a name (``== sys.getsizeof(t)``) is evaluated inside.
 """
 
 from __future__ import annotations
@@ -268,7 +267,7 @@ def _teardown(proc, info_r, cgroup, uid, fds: list[int], lock_fd) -> None:
             if pipe is not None:
                 pipe.close()
     if cgroup is not None and uid is not None:
-        cgroup.settle()  # after our own child is reaped: the slot's next run gets its full budget
+        cgroup.settle()  # after our own child is reaped: the reused slot's next run gets its budget
     for fd in fds:
         os.close(fd)
     if lock_fd is not None:
