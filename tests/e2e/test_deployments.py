@@ -369,9 +369,11 @@ def test_prefect_deploy_to_a_process_work_pool_with_a_worker(api, project, tmp_p
     try:
         fr = finished(run.id, timeout=400)
     finally:
-        if worker.poll() is None:
+        try:  # --run-once exits by itself once its run is done; killing it sooner loses the run's last logs
+            worker.wait(60)
+        except subprocess.TimeoutExpired:
             os.killpg(worker.pid, 15)
-        worker.wait(30)
+            worker.wait(30)
     assert fr.state.type.value == "COMPLETED", (fr.state, (tmp_path / "worker.log").read_text()[-3000:])
     assert stages_of(fr.id) == {
         "evaluate": "skipped"
