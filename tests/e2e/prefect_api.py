@@ -75,6 +75,16 @@ def newest_run(deployment_id: str, after: float):
     return max(fresh, key=lambda r: r.created).id if fresh else None
 
 
+def in_flight() -> list:
+    """The flow runs the server has as pending or running (any deployment)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    states = FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING])
+    with client() as c:
+        return c.read_flow_runs(flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=states)))
+
+
 def logs(run_id) -> list[tuple[float, str]]:
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
@@ -92,9 +102,17 @@ def training(stages: dict[str, str]) -> set[str]:
     return {v for k, v in stages.items() if k != "sources"}
 
 
-def stages_of(run_id) -> dict[str, str]:
-    """Per stage 'ran'/'skipped', from the flow's own log lines (the flow's result is not persisted)."""
-    for _, msg in reversed(logs(run_id)):
-        if msg.startswith("stages: "):
-            return yaml.safe_load(msg.removeprefix("stages: "))
-    return {}
+def stages_of(run_id, timeout: float = 30) -> dict[str, str]:
+    """Per stage 'ran'/'skipped', from the flow's own log lines (the flow's result is not persisted).
+
+    Logs reach the server in batches, so a run can be Completed before its last line arrives: wait
+    up to ``timeout`` seconds for it ({} if it never comes, e.g. a run that failed).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        for _, msg in reversed(logs(run_id)):
+            if msg.startswith("stages: "):
+                return yaml.safe_load(msg.removeprefix("stages: "))
+        if time.monotonic() > deadline:
+            return {}
+        time.sleep(1)

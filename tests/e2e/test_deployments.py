@@ -11,6 +11,7 @@ changed re-runs curate and everything downstream. Timelines and wall times are w
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from prefect_api import (
     client,
     deployments,
     finished,
+    in_flight,
     logs,
     newest_run,
     record,
@@ -38,7 +40,9 @@ from prefect_api import (
 
 from flows.dag import experiment_ref
 from flows.servers import prefect_server
+from flows.workspace import workspace_lock
 from tasks.config import load_params
+from tasks.data.gsm8k import split_of, to_row
 
 pytestmark = pytest.mark.slow
 CHROMIUM = os.environ.get("R1FLOW_CHROMIUM", "/usr/bin/chromium")  # Debian's; `make setup` installs it
@@ -256,13 +260,20 @@ def test_custom_run_from_the_ui_in_headless_chromium(api, project):
 def test_schedule_runs_nothing_on_unchanged_data_and_retrains_on_a_changed_source(api, project):
     from prefect.client.schemas.schedules import IntervalSchedule
 
+    # The workspace up to date first (a skip when the tests above ran): "unchanged" must not lean on them.
+    baseline = finished(trigger("nightly").id)
+    assert baseline.state.type.value == "COMPLETED", baseline.state
     dep = deployments()["nightly"]
     with client() as c:
         [sched] = c.create_deployment_schedules(
             dep, [(IntervalSchedule(interval=timedelta(seconds=30)), True)]
         )
 
-    def next_scheduled_run(after: float):
+    def held_at(run) -> float:
+        """When the run took the workspace's slot (0.0 if it never did)."""
+        return min((t for t, m in logs(run.id) if m.startswith("holding")), default=0.0)
+
+    def next_scheduled_run(after: float, held_after: float = 0.0):
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 
         with client() as c:
@@ -276,6 +287,7 @@ def test_schedule_runs_nothing_on_unchanged_data_and_retrains_on_a_changed_sourc
             and r.start_time
             and r.start_time.timestamp() > after
             and r.state.type.value in FINAL
+            and (held_at(r) or r.start_time.timestamp()) > held_after  # one that failed first counts
         ]
         return min(done, key=lambda r: r.start_time) if done else None
 
@@ -285,16 +297,27 @@ def test_schedule_runs_nothing_on_unchanged_data_and_retrains_on_a_changed_sourc
         assert unchanged.state.type.value == "COMPLETED"
         assert training(stages_of(unchanged.id)) == {"skipped"}, stages_of(unchanged.id)
 
-        with (project / "raw" / "mini.jsonl").open("a") as f:  # new data arrives
-            f.write(
-                json.dumps({"question": "Ann has 40 pens and gives 15 away. How many?", "answer": "#### 25"})
-                + "\n"
-            )
-        t1 = time.time()
-        fresh = wait_for(lambda: next_scheduled_run(t1), 600, "a scheduled run on changed data")
+        # New data arrives: a question the pipeline's own split puts in SFT, so the cold start's input
+        # changes too (a row hashed into rl/eval would rightly leave sft skipped).
+        spec = load_params(project / "params.yaml").curate.sources[-1]
+        asks = (
+            {"question": f"Ann has {n} pens and gives 15 away. How many?", "answer": f"#### {n - 15}"}
+            for n in range(40, 200)
+        )
+        new = next(
+            r for r in asks if split_of(to_row(r)["id"], spec.sft_fraction, spec.eval_fraction) == "sft"
+        )
+        # Written between two runs (holding the workspace's slot, as a run does): a run already past its
+        # `sources` stage saw the old file, so the first run to hold the slot after this must see it.
+        with workspace_lock(project, logging.getLogger("e2e")):
+            with (project / "raw" / "mini.jsonl").open("a") as f:
+                f.write(json.dumps(new) + "\n")
+            t1 = time.time()
+        fresh = wait_for(lambda: next_scheduled_run(0.0, t1), 600, "a scheduled run on changed data")
         assert fresh.state.type.value == "COMPLETED"
         ran = stages_of(fresh.id)
-        assert ran.get("curate") == "ran" and ran.get("sft") == "ran" and ran.get("evaluate") == "ran", ran
+        downstream = {"curate": "ran", "sft": "ran", "grpo": "ran", "evaluate": "ran"}
+        assert ran == {"sources": "ran", "base": "skipped", **downstream}, ran  # base reads no data
     finally:
         with client() as c:
             c.delete_deployment_schedule(dep, sched.id)
@@ -309,6 +332,9 @@ def test_schedule_runs_nothing_on_unchanged_data_and_retrains_on_a_changed_sourc
 
 def test_prefect_deploy_to_a_process_work_pool_with_a_worker(api, project, tmp_path):
     """``prefect deploy --all`` from prefect.yaml, then a process worker runs evaluate-only in the work tree."""
+    # The serve process idle first: a run it held when killed would keep the workspace's slot (a lease)
+    # until the lease expires, and could leave a stage half-written.
+    wait_for(lambda: not in_flight(), 300, "the served runs to finish", api.serve)
     os.killpg(api.serve.pid, 15)  # from here on the deployments belong to the work pool
     api.serve.wait(30)
     env = {
@@ -343,9 +369,11 @@ def test_prefect_deploy_to_a_process_work_pool_with_a_worker(api, project, tmp_p
     try:
         fr = finished(run.id, timeout=400)
     finally:
-        if worker.poll() is None:
+        try:  # --run-once exits by itself once its run is done; killing it sooner loses the run's last logs
+            worker.wait(60)
+        except subprocess.TimeoutExpired:
             os.killpg(worker.pid, 15)
-        worker.wait(30)
+            worker.wait(30)
     assert fr.state.type.value == "COMPLETED", (fr.state, (tmp_path / "worker.log").read_text()[-3000:])
     assert stages_of(fr.id) == {
         "evaluate": "skipped"
