@@ -180,6 +180,7 @@ def bwrap_argv(python: str, tmp_mb: int, seccomp_fd: int | None, info_fd: int | 
     """The bwrap command line that runs ``python`` (the arguments follow it)."""
     argv = [bwrap_path(), "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-net",
             "--unshare-uts", "--unshare-cgroup", "--disable-userns", "--die-with-parent", "--new-session",
+            "--as-pid-1",
             "--cap-drop", "ALL", "--hostname", "sandbox", "--clearenv"]  # fmt: skip
     for key, value in _ENV.items():
         argv += ["--setenv", key, value]
@@ -331,13 +332,12 @@ class Cgroup:
             time.sleep(0.002)
 
     def settle(self) -> None:
-        """Wait (up to 2 s) while more than one process is still charged to the cgroup: a killed
-        process leaves cgroup.procs at once but holds its pids slot until the kernel releases it, so
-        after a fork bomb a reused slot's next run would start with its budget taken. (One charge
-        lingers ~2 s after every run here, the namespace's init; waiting for it would cost each run
-        2 s, and one of ``pids`` slots is a bounded loss.)"""
+        """Wait (up to 2 s) until no process is charged to the cgroup: a killed process leaves
+        cgroup.procs at once but holds its pids slot until it is reaped, so a reused slot's next run
+        could start with its budget taken. With ``--as-pid-1`` the kernel reaps the namespace when
+        the program exits and bwrap reaps the program, so this is normally already true."""
         for _ in range(1000):
-            if self._charged() <= 1:
+            if self._charged() == 0:
                 break
             time.sleep(0.002)
 

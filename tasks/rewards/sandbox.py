@@ -13,8 +13,9 @@ dedicated uid, ``UID_BASE + slot``, claimed by an ``flock`` so no two live sandb
 groups, no capabilities, no_new_privs) -> ``bwrap`` (``tasks.rewards.bwrap``: new user, pid, ipc,
 net, uts, cgroup namespaces, no nested user namespaces, seccomp, only the interpreter, stdlib and
 their libraries visible read-only, own /proc, private tmpfs /tmp as cwd and HOME,
-``--die-with-parent``) -> the launcher (``sandbox_launcher.py``, ``python -I -S -B``), which sets
-rlimits and runs the program.
+``--die-with-parent``, ``--as-pid-1``) -> the launcher (``sandbox_launcher.py``, ``python -I -S
+-B``): rlimits, then the program as its namespace's init, so when it exits the kernel reaps the
+rest and bwrap reaps it (bwrap's own init would be left to the host's, holding a pids charge).
 
 What it guarantees:
 - Expected results never enter the sandbox (stdin/stdout: the caller compares; asserts: the parent
@@ -32,7 +33,7 @@ What it guarantees:
   plus ``tmp_mb`` of tmpfs. Stdout beyond ``stdout_bytes`` kills the run; stderr is truncated.
 - Teardown in ``finally`` (also when the executor's timer interrupts us): SIGKILL to bwrap's
   session, taking its pid namespace with it; every process left in the cgroup (or of the uid) is
-  killed and waited for (a reused slot until their pids are released), then the slot is freed.
+  killed and waited for (until their pids are released), then the slot is freed.
   Signals cannot reach other sandboxes or the trainer: they are outside the pid namespace.
 
 What it does not guarantee:
@@ -396,5 +397,4 @@ def sandbox_programs_per_s(n: int = 100, parallel: int = 2) -> float:
 
 
 if __name__ == "__main__":
-    print(isolation())
-    print(f"{sandbox_programs_per_s():.1f} programs/s")
+    print(isolation(), f"{sandbox_programs_per_s():.1f} programs/s", sep="\n")

@@ -19,8 +19,9 @@ _cfg_fd, _res_fd = int(sys.argv[1]), int(sys.argv[2])
 with os.fdopen(_cfg_fd, "rb") as _f:
     _cfg = marshal.loads(_f.read())
 for _name, _value in _cfg["rlimits"].items():
-    _hard = _value + 1 if _name == "RLIMIT_CPU" else _value  # SIGXCPU first, SIGKILL a second later
-    resource.setrlimit(getattr(resource, _name), (_value, _hard))
+    # soft = hard: the program is the pid namespace's init (bwrap --as-pid-1), which ignores a
+    # SIGXCPU it has no handler for, so the CPU limit is the kernel's SIGKILL at the hard limit
+    resource.setrlimit(getattr(resource, _name), (_value, _value))
 os.umask(0o077)
 
 # Values of built-in types and their subclasses (Counter, defaultdict, namedtuple, IntEnum...) are

@@ -162,7 +162,8 @@ def test_signals_cannot_reach_another_sandbox(canaries):
     res = run_program(attacker + "\nos.kill(-1, 9)", limits=FAST)
     t.join()
     assert victim[0].status == "ok" and victim[0].stdout == "ok\n"
-    assert res.status in ("signal", "cpu_limit", "ok", "timeout")
+    # the attacker is its namespace's init: kill(-1) finds no one else there (ESRCH -> "error")
+    assert res.status in ("signal", "cpu_limit", "ok", "timeout", "error")
 
 
 def test_assert_values_come_back_as_literals():
