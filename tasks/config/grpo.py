@@ -29,6 +29,23 @@ class CurriculumConfig(Strict):
         None, description="static: sources easiest first (default: by difficulty)"
     )
     stage_steps: int = Field(50, ge=1, description="static: steps before the next source joins the pool")
+    count: Literal["prompts", "rollouts"] = Field(
+        "prompts", description="dump: UCB visits n_j and N counted in prompts (groups) or rollouts (DUMP)"
+    )
+
+
+class OnlineConfig(Strict):
+    """The online per-prompt difficulty model (``grpo.online``); see tasks/grpo/online.py."""
+
+    enabled: bool = Field(False, description="skip prompts predicted to give an all-equal group")
+    explore: float = Field(
+        0.05, gt=0, le=1, description="a proposal is accepted with probability at least this"
+    )
+    prior_strength: float = Field(
+        4.0, gt=0, description="pseudo-counts of a prompt's prior (its pass_rate, else its source's)"
+    )
+    decay: float = Field(0.9, gt=0, le=1, description="discount of older outcomes (per update / per revisit)")
+    max_tries: int = Field(16, ge=1, description="proposals per batch slot before the last one is taken")
 
 
 class GRPOConfig(TrainingConfig):
@@ -67,6 +84,7 @@ class GRPOConfig(TrainingConfig):
     )
     sampler: Literal["uniform", "dump", "prioritized", "static"] = "uniform"
     curriculum: CurriculumConfig = CurriculumConfig()
+    online: OnlineConfig = OnlineConfig()
     rewards: dict[str, float] = Field(default_factory=lambda: {"accuracy": 1.0, "format": 0.1})
     reward_workers: int = Field(2, ge=1)
     reward_timeout_s: float = Field(5.0, gt=0)
@@ -96,6 +114,15 @@ class GRPOConfig(TrainingConfig):
             raise ValueError(
                 f"prompts_per_step ({self.prompts_per_step}) < scale.num_processes ({n}): "
                 "a process would get no prompt"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _online_per_source(self) -> GRPOConfig:
+        if self.online.enabled and self.sampler == "prioritized" and self.curriculum.level == "prompt":
+            raise ValueError(
+                "online.enabled with sampler prioritized at curriculum.level 'prompt': both pick prompts; "
+                "use level 'source' (the curriculum picks the source, the online model the prompt)"
             )
         return self
 

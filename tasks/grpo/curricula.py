@@ -6,6 +6,9 @@
   hard or solved) sinks. score_j = stat_j + ``c`` * sqrt(2 ln(N + 1) / (n_j + 1)) where n_j is
   the number of *prompts* (groups) of arm j passed to ``update`` so far and N = sum_j n_j;
   p = softmax(score / ``tau``). Before any update every score is 0: uniform over sources.
+  Counting prompts is our change: one group is one decision to look at an arm. DUMP's own code
+  counts rollouts (``count: rollouts``: n_j grows by G per group, so the bonus is smaller and
+  shrinks faster).
 - ``prioritized`` (Kimi k1.5): a success rate per source (``level="source"``) or per prompt id
   (``"prompt"``), starting at 0; each ``update`` moves a key present in the batch once:
   rate <- ``ema`` * rate + (1 - ``ema``) * (its mean group accuracy in the batch). Weight =
@@ -26,15 +29,29 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
+from functools import partial
 from typing import Any
 
 from tasks.config.grpo import CurriculumConfig
+from tasks.grpo.online import OnlineModel, pop_accepted
 
 
 def as_rng_state(state: Any) -> tuple:
     # JSON round trips turn the RNG state's tuples into lists.
     version, internal, gauss = state
     return (version, tuple(internal), gauss)
+
+
+def with_online(state: dict[str, Any], online: OnlineModel | None) -> dict[str, Any]:
+    """A sampler's state plus its online model's (a sampler without one keeps its old layout)."""
+    return state if online is None else {**state, "online": online.state_dict()}
+
+
+def load_online(state: dict[str, Any], online: OnlineModel | None) -> None:
+    if (online is None) != ("online" not in state):
+        raise ValueError("sampler state and this run disagree on grpo.online.enabled")
+    if online is not None:
+        online.load_state_dict(state["online"])
 
 
 # ----------------------------------------------------------------------------- math
@@ -85,8 +102,8 @@ def _prompts(stats: dict[str, Any], with_adv: bool) -> list[tuple[dict, float, l
 class _ArmSampler:
     """Shared by the arm-based samplers: sources as arms, a seeded RNG, a shuffled queue per arm."""
 
-    def __init__(self, sources: list[str], seed: int, cfg: CurriculumConfig):
-        self.cfg, self.sources = cfg, sources
+    def __init__(self, sources: list[str], seed: int, cfg: CurriculumConfig, online: OnlineModel | None):
+        self.cfg, self.sources, self.online = cfg, sources, online
         self.arms = sorted(set(sources))
         self.rng = random.Random(seed)
         self.rows: dict[str, list[int]] = {a: [] for a in self.arms}
@@ -103,21 +120,30 @@ class _ArmSampler:
         out = []
         for _ in range(k):
             arm = self.arms[_draw(self.rng, probs)]
-            if not self.queues[arm]:  # the arm's epoch is over: a fresh permutation of its rows
-                self.queues[arm] = list(self.rows[arm])
-                self.rng.shuffle(self.queues[arm])
-            out.append(self.queues[arm].pop())
+            out.append(pop_accepted(self.queues[arm], partial(self._epoch, arm), self.online, self.rng))
         return out
+
+    def _epoch(self, arm: str) -> list[int]:
+        """The arm's epoch is over: a fresh permutation of its rows."""
+        queue = list(self.rows[arm])
+        self.rng.shuffle(queue)
+        return queue
+
+    def _learn(self, stats: dict[str, Any]) -> None:
+        if self.online is not None:
+            self.online.update(stats)
 
     def _base_state(self) -> dict[str, Any]:
         queues = {a: list(q) for a, q in self.queues.items()}
-        return {"rng": self.rng.getstate(), "arms": list(self.arms), "queues": queues}
+        state = {"rng": self.rng.getstate(), "arms": list(self.arms), "queues": queues}
+        return with_online(state, self.online)
 
     def _load_base(self, state: dict[str, Any]) -> None:
         if list(state["arms"]) != self.arms:
             raise ValueError(f"sampler state is for sources {list(state['arms'])}, this run has {self.arms}")
         self.rng.setstate(as_rng_state(state["rng"]))
         self.queues = {a: list(state["queues"][a]) for a in self.arms}
+        load_online(state, self.online)
 
 
 # ----------------------------------------------------------------------------- curricula
@@ -126,8 +152,10 @@ class DumpSampler(_ArmSampler):
     stat_j = mean |advantage| of arm j's last cfg.window rollouts (0 with none), n_j = arm j's
     prompts (groups) seen by ``update`` and N = sum_j n_j."""
 
-    def __init__(self, sources: list[str], seed: int, cfg: CurriculumConfig):
-        super().__init__(sources, seed, cfg)
+    def __init__(
+        self, sources: list[str], seed: int, cfg: CurriculumConfig, online: OnlineModel | None = None
+    ):
+        super().__init__(sources, seed, cfg, online)
         self.abs_adv: dict[str, deque[float]] = {
             a: deque(maxlen=cfg.window) for a in self.arms
         }  # one per rollout
@@ -142,7 +170,8 @@ class DumpSampler(_ArmSampler):
         return sum(w) / len(w) if w else 0.0
 
     def _scores(self) -> list[float]:
-        n = [self.prompts[a] for a in self.arms]
+        visits = self.prompts if self.cfg.count == "prompts" else self.rollouts
+        n = [visits[a] for a in self.arms]
         return ucb_scores([self._stat(a) for a in self.arms], n, self.cfg.c)
 
     def sample(self, k: int) -> list[int]:
@@ -155,6 +184,7 @@ class DumpSampler(_ArmSampler):
             self.acc[arm].extend([acc] * len(abs_adv))
             self.prompts[arm] += 1
             self.rollouts[arm] += len(abs_adv)
+        self._learn(stats)
 
     def probabilities(self) -> dict[str, float]:
         return dict(zip(self.arms, softmax(self._scores(), self.cfg.tau)))
@@ -190,8 +220,17 @@ class PrioritizedSampler(_ArmSampler):
     """Kimi k1.5: p proportional to max(1 - rate, cfg.min_prob), rate = EMA (decay cfg.ema, start 0)
     of group accuracy per source (cfg.level "source") or per prompt id (cfg.level "prompt")."""
 
-    def __init__(self, sources: list[str], seed: int, cfg: CurriculumConfig, ids: list | None = None):
-        super().__init__(sources, seed, cfg)
+    def __init__(
+        self,
+        sources: list[str],
+        seed: int,
+        cfg: CurriculumConfig,
+        ids: list | None = None,
+        online: OnlineModel | None = None,
+    ):
+        if online is not None and cfg.level == "prompt":
+            raise ValueError("prioritized at level 'prompt' already picks prompts: no online model on top")
+        super().__init__(sources, seed, cfg, online)
         if cfg.level == "prompt":
             if ids is None or len(ids) != len(sources):
                 raise ValueError("prioritized level 'prompt' needs one id per row (build_sampler(..., ids=))")
@@ -230,6 +269,7 @@ class PrioritizedSampler(_ArmSampler):
         for key, accs in batch.items():  # one EMA step per key and update, however often it was drawn
             self.rates[key] = d * self.rates[key] + (1 - d) * sum(accs) / len(accs)
             self.seen[key] += 1
+        self._learn(stats)
 
     def probabilities(self) -> dict[str, float]:
         p = priority_probs(self.rates, self.cfg.min_prob)
@@ -290,8 +330,15 @@ class StaticSampler:
     """Easy -> hard: after u ``update`` calls the pool is the first min(u // cfg.stage_steps,
     n_sources - 1) + 1 sources of ``static_order``; uniform without replacement over its prompts."""
 
-    def __init__(self, sources: list[str], seed: int, cfg: CurriculumConfig, difficulties: list[int] | None):
-        self.cfg, self.sources = cfg, sources
+    def __init__(
+        self,
+        sources: list[str],
+        seed: int,
+        cfg: CurriculumConfig,
+        difficulties: list[int] | None,
+        online: OnlineModel | None = None,
+    ):
+        self.cfg, self.sources, self.online = cfg, sources, online
         self.order = static_order(sources, cfg.order, difficulties)
         self.rng = random.Random(seed)
         self.queue: list[int] = []
@@ -300,21 +347,22 @@ class StaticSampler:
     def stage(self) -> int:
         return min(self.steps // self.cfg.stage_steps, len(self.order) - 1)
 
+    def _epoch(self) -> list[int]:
+        pool = set(self.order[: self.stage() + 1])
+        queue = [i for i, s in enumerate(self.sources) if s in pool]
+        self.rng.shuffle(queue)
+        return queue
+
     def sample(self, k: int) -> list[int]:
-        out: list[int] = []
-        while len(out) < k:
-            if not self.queue:
-                pool = set(self.order[: self.stage() + 1])
-                self.queue = [i for i, s in enumerate(self.sources) if s in pool]
-                self.rng.shuffle(self.queue)
-            out.append(self.queue.pop())
-        return out
+        return [pop_accepted(self.queue, self._epoch, self.online, self.rng) for _ in range(k)]
 
     def update(self, stats: dict[str, Any]) -> None:
         before = self.stage()
         self.steps += 1
         if self.stage() != before:
             self.queue = []  # a source joined: a fresh epoch over the bigger pool
+        if self.online is not None:
+            self.online.update(stats)
 
     def probabilities(self) -> dict[str, float]:
         pool = set(self.order[: self.stage() + 1])
@@ -327,7 +375,8 @@ class StaticSampler:
 
     def state_dict(self) -> dict[str, Any]:
         rng = self.rng.getstate()
-        return {"rng": rng, "order": self.order[:], "queue": self.queue[:], "steps": self.steps}
+        state = {"rng": rng, "order": self.order[:], "queue": self.queue[:], "steps": self.steps}
+        return with_online(state, self.online)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if list(state["order"]) != self.order:
@@ -335,3 +384,4 @@ class StaticSampler:
         self.rng.setstate(as_rng_state(state["rng"]))
         self.queue = list(state["queue"])
         self.steps = int(state["steps"])
+        load_online(state, self.online)

@@ -83,8 +83,12 @@ class Rollout:
         return {"rows": self.rows, "accuracy": acc.mean(1).tolist(), "advantages": self.advantages.tolist()}
 
     def accuracy(self) -> list[float]:
-        """Each completion's accuracy reward (0 where it does not apply or is not configured)."""
-        return zero_if_none(self.per_reward.get("accuracy", [None] * len(self.rewards)))
+        """Each completion's verified success: the accuracy reward, or on rows it does not apply to
+        (code rows) the code reward; 0 where neither applies or is configured."""
+        none: list[float | None] = [None] * len(self.rewards)
+        acc = self.per_reward.get("accuracy", none)
+        code = self.per_reward.get("code_binary", self.per_reward.get("code", none))
+        return zero_if_none([a if a is not None else c for a, c in zip(acc, code)])
 
 
 def generate_and_score(

@@ -24,6 +24,7 @@ class ShardedSampler:
 
     def __init__(self, sampler: PromptSampler, r: int, world: int):
         self.sampler, self.r, self.world = sampler, r, world
+        self.online = sampler.online  # same object: its statistics are the global batch's
 
     def sample(self, k: int) -> list[int]:
         return distributed.shard(self.sampler.sample(k), self.r, self.world)

@@ -146,6 +146,8 @@ def curriculum_metrics(sampler: PromptSampler) -> dict[str, float]:
         out.update(
             {f"curriculum/{k}/{s}": float(v) for k, v in st.items() if k != "prob"}
         )  # prob: logged as p/
+    if sampler.online is not None:  # skip rate, predicted vs observed flat groups, pass-rate histogram
+        out.update({f"curriculum/online/{k}": v for k, v in sampler.online.metrics().items()})
     return out
 
 

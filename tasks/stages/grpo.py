@@ -48,7 +48,7 @@ from tasks.progress import progress
 from tasks.rewards.executor import RewardExecutor
 from tasks.tracking import rank_zero_run
 
-ROW_COLUMNS = ("id", "source", "prompt", "answer", "difficulty", "tests", "rewards")
+ROW_COLUMNS = ("id", "source", "prompt", "answer", "difficulty", "pass_rate", "tests", "rewards")
 
 
 def eval_subset(path: str, items: int) -> list[dict]:
@@ -66,6 +66,12 @@ def load_rows_frame(path: str) -> pd.DataFrame:
 def load_rows(path: str) -> list[dict]:
     """The RL prompts with the columns rewards and samplers read (``tests``/``rewards`` when present)."""
     return load_rows_frame(path).to_dict("records")
+
+
+def _pass_rate(row: dict) -> float | None:
+    """Curation's estimated pass rate (the online model's prior), None where there is none."""
+    value = row.get("pass_rate")
+    return None if value is None or value != value else float(value)  # NaN: not estimated
 
 
 @dataclass
@@ -106,6 +112,9 @@ def build(params: Params, rows: list[dict], model_dir: str) -> Trainer:
         cfg.curriculum,
         [int(r.get("difficulty", -1)) for r in rows],
         [r["id"] for r in rows],
+        cfg.online,
+        cfg.group_size,
+        [_pass_rate(r) for r in rows],
     )
     seeds = torch.Generator().manual_seed(cfg.seed) if cfg.prompt_seeds else None
     return Trainer(model, peft_model, ref_model, tokenizer, opt, sampler, gen, rank, world, seeds)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tasks.config import CurriculumConfig
+from tasks.config.grpo import OnlineConfig
 from tasks.grpo.curricula import DumpSampler, PrioritizedSampler, StaticSampler, static_order
 from tasks.grpo.sampler import UniformSampler, build_sampler
 
@@ -219,12 +220,17 @@ KINDS = {
     "prioritized-source": ("prioritized", CurriculumConfig(ema=0.7)),
     "prioritized-prompt": ("prioritized", CurriculumConfig(level="prompt", ema=0.7)),
     "static": ("static", CurriculumConfig(stage_steps=2)),
+    "dump-rollouts": ("dump", CurriculumConfig(window=5, count="rollouts")),
 }
+KINDS.update(
+    {f"{k}+online": v for k, v in KINDS.items() if k in ("uniform", "dump", "static", "prioritized-source")}
+)
 
 
 def _make(kind: str, seed: int):
     name, cfg = KINDS[kind]
-    return build_sampler(name, FAMILY, seed, cfg, [DIFF[s] for s in FAMILY], IDS)
+    online = OnlineConfig(enabled=kind.endswith("+online"), explore=0.1)
+    return build_sampler(name, FAMILY, seed, cfg, [DIFF[s] for s in FAMILY], IDS, online, G)
 
 
 def _step(s, k: int = 4) -> list[int]:
@@ -260,6 +266,8 @@ def test_every_sampler_resumes_exactly(kind, how, tmp_path):
     for _ in range(6):  # sampling and updates continue identically
         assert _step(resumed) == _step(ref)
         assert resumed.probabilities() == ref.probabilities()
+        if ref.online is not None:
+            assert json.dumps(resumed.online.metrics()) == json.dumps(ref.online.metrics())  # NaN-safe
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -1,0 +1,168 @@
+"""An online per-prompt difficulty model: skip a prompt *before* generating its group when the
+group is predicted to be all-equal (always solved or never solved), and prefer prompts near a pass
+rate of 0.5 (``grpo.online``; in the spirit of online difficulty filtering, GRESO and MoPPS).
+
+Choices:
+
+- Each prompt i has a Beta posterior over its pass rate p_i: Beta(m * mu + s_i, m * (1 - mu) +
+  f_i), where s_i / f_i are its observed passes / failures (discounted by ``decay`` each time it
+  is seen again: the policy moves), m = ``prior_strength`` and mu its prior mean: the row's
+  ``pass_rate`` column when curation estimated one, else its source's pooled pass rate (counts of
+  every group of the source, discounted by ``decay`` at every update; Laplace mean, so a source
+  never seen starts at 0.5). Most prompts are seen once per run, so the pooled prior does most of
+  the work and a prompt's own outcomes refine it.
+- "Pass" is a completion's verified success (``Rollout.accuracy``: the accuracy reward, or the
+  code reward on code rows). The group of G completions is all-equal in success with probability
+  P_flat = E[p^G + (1 - p)^G] under the posterior, in closed form: B(a + G, b) / B(a, b) +
+  B(a, b + G) / B(a, b).
+- The sampler proposes rows as it always does (uniform epochs, or DUMP's source then that source's
+  next row); each proposal is accepted with probability max(1 - P_flat, ``explore``) and otherwise
+  skipped (it stays skipped for the epoch). Accepted rows thus follow the sampler's distribution
+  times the chance of a learning signal, which peaks at p = 0.5; ``explore`` > 0 keeps every
+  prompt reachable, so a prompt wrongly believed solved or hopeless is seen again and corrected.
+  After ``max_tries`` proposals for one slot the last one is taken.
+- The model learns only from ``update`` (the trainer's step statistics); evaluation never calls
+  it. Its state (posteriors, counters) is part of the sampler's state, so a resume is exact.
+- Logged every step (``metrics``): the share of proposals skipped, the mean predicted P_flat of the
+  accepted prompts against the share of their groups observed flat (all advantages 0), and a
+  5-bin histogram of the accepted prompts' posterior mean pass rates.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+from tasks.config.grpo import OnlineConfig
+
+HIST_BINS = 5
+
+
+def flat_probability(a: float, b: float, g: int) -> float:
+    """P(all g completions pass or all fail) when p ~ Beta(a, b): E[p^g + (1 - p)^g]."""
+    log_b = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+    up = math.lgamma(a + g) + math.lgamma(b) - math.lgamma(a + b + g)
+    down = math.lgamma(a) + math.lgamma(b + g) - math.lgamma(a + b + g)
+    return math.exp(up - log_b) + math.exp(down - log_b)
+
+
+class OnlineModel:
+    """Posteriors over the RL rows' pass rates (row i: sources[i], ids[i], pass_rates[i] or None)."""
+
+    def __init__(
+        self,
+        sources: list[str],
+        ids: list,
+        group_size: int,
+        cfg: OnlineConfig,
+        pass_rates: list[float | None] | None = None,
+    ):
+        if len(ids) != len(sources) or len(set(ids)) != len(ids):
+            raise ValueError("grpo.online needs one unique id per RL row")
+        self.cfg, self.g, self.sources = cfg, group_size, sources
+        self.index = {pid: i for i, pid in enumerate(ids)}
+        self.prior = list(pass_rates) if pass_rates is not None else [None] * len(sources)
+        self.pooled: dict[str, list[float]] = {s: [0.0, 0.0] for s in sorted(set(sources))}  # passes, fails
+        self.seen: dict[int, list[float]] = {}  # row -> [passes, fails], discounted
+        self.pending: dict[int, float] = {}  # accepted row -> predicted P_flat, until its update
+        self.window = {"proposed": 0, "skipped": 0}
+        self.last: dict[str, float] = {}
+
+    def posterior(self, i: int) -> tuple[float, float]:
+        mu = self.prior[i]
+        if mu is None or not 0.0 <= mu <= 1.0:
+            s, f = self.pooled[self.sources[i]]
+            mu = (s + 1.0) / (s + f + 2.0)
+        m = self.cfg.prior_strength
+        # clamped so that a prior of exactly 0 or 1 stays a proper Beta
+        mu = min(max(mu, 1e-3), 1.0 - 1e-3)
+        s_i, f_i = self.seen.get(i, (0.0, 0.0))
+        return m * mu + s_i, m * (1.0 - mu) + f_i
+
+    def accept(self, i: int, rng: random.Random, last_try: bool) -> bool:
+        """One proposal of row i: take it with probability max(1 - P_flat, explore)."""
+        p_flat = flat_probability(*self.posterior(i), self.g)
+        self.window["proposed"] += 1
+        if last_try or rng.random() < max(1.0 - p_flat, self.cfg.explore):
+            self.pending[i] = p_flat
+            return True
+        self.window["skipped"] += 1
+        return False
+
+    def update(self, stats: dict[str, Any]) -> None:
+        """Learn from one step's groups: ``rows``, group ``accuracy`` and ``advantages``."""
+        rows, acc, adv = stats["rows"], stats["accuracy"], stats["advantages"]
+        g = len(adv) // max(len(rows), 1)
+        d = self.cfg.decay
+        for counts in self.pooled.values():
+            counts[0] *= d
+            counts[1] *= d
+        predicted, flat, means = [], [], []
+        for k, (row, a) in enumerate(zip(rows, acc)):
+            i = self.index.get(row["id"])
+            if i is None:
+                raise ValueError(f"update: prompt id {row['id']!r} is not one of the RL rows")
+            passes = a * g
+            s_i, f_i = self.seen.get(i, (0.0, 0.0))
+            self.seen[i] = [d * s_i + passes, d * f_i + g - passes]
+            pooled = self.pooled[self.sources[i]]
+            pooled[0] += passes
+            pooled[1] += g - passes
+            if i in self.pending:
+                predicted.append(self.pending.pop(i))
+                flat.append(float(all(x == 0 for x in adv[k * g : (k + 1) * g])))
+            a_post, b_post = self.posterior(i)
+            means.append(a_post / (a_post + b_post))
+        self.last = self._summary(predicted, flat, means)
+
+    def _summary(self, predicted: list[float], flat: list[float], means: list[float]) -> dict[str, float]:
+        w = self.window
+        out = {
+            "skip_rate": w["skipped"] / w["proposed"] if w["proposed"] else 0.0,
+            "predicted_flat": sum(predicted) / len(predicted) if predicted else float("nan"),
+            "observed_flat": sum(flat) / len(flat) if flat else float("nan"),
+        }
+        for b in range(HIST_BINS):
+            lo, hi = b / HIST_BINS, (b + 1) / HIST_BINS
+            inside = sum(lo <= m < hi or (b == HIST_BINS - 1 and m == 1.0) for m in means)
+            out[f"pass_rate_hist/{lo:.1f}-{hi:.1f}"] = float(inside)
+        self.window = {"proposed": 0, "skipped": 0}
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        """The last update's statistics plus each source's pooled pass rate, for the tracker."""
+        pooled = {f"pooled_pass_rate/{s}": (c[0] + 1) / (c[0] + c[1] + 2) for s, c in self.pooled.items()}
+        return {**self.last, **pooled}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "pooled": {s: list(c) for s, c in self.pooled.items()},
+            "seen": [[i, c[0], c[1]] for i, c in sorted(self.seen.items())],
+            "pending": [[i, p] for i, p in sorted(self.pending.items())],
+            "window": dict(self.window),
+            "last": dict(self.last),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if sorted(state["pooled"]) != sorted(self.pooled):
+            theirs, ours = sorted(state["pooled"]), sorted(self.pooled)
+            raise ValueError(f"online state is for sources {theirs}, this run has {ours}")
+        self.pooled = {s: [float(x) for x in c] for s, c in state["pooled"].items()}
+        self.seen = {int(i): [float(s), float(f)] for i, s, f in state["seen"]}
+        self.pending = {int(i): float(p) for i, p in state["pending"]}
+        self.window = {k: int(v) for k, v in state["window"].items()}
+        self.last = {k: float(v) for k, v in state["last"].items()}
+
+
+def pop_accepted(queue: list[int], refill, online: OnlineModel | None, rng: random.Random) -> int:
+    """The next row from ``queue`` (``refill()`` makes a fresh epoch when it runs dry), filtered by
+    the online model when there is one (``max_tries`` proposals at most)."""
+    tries = online.cfg.max_tries if online is not None else 1
+    for t in range(tries):
+        if not queue:
+            queue.extend(refill())
+        row = queue.pop()
+        if online is None or online.accept(row, rng, last_try=t == tries - 1):
+            return row
+    raise AssertionError("unreachable: the last try is always accepted")
