@@ -74,8 +74,9 @@ bench-grpo: setup
 	pip install -q -e ".[bench]"
 	python benchmarks/bench_grpo.py
 
-# Each curriculum sampler x 5 seeds of GRPO from the SFT model (~30 min on 2 cores); the SFT model
-# and data come from the DAG (reused from the DVC cache when already built).
+# uniform, dump, online, dump+online, prioritized, static x 8 seeds of 100 GRPO steps from the SFT
+# model, paired CIs vs uniform (sized for ~40 min on 2 cores); the SFT model and data come from the
+# DAG (reused from the DVC cache when already built).
 experiment-curriculum: setup
 	dvc repro sft
 	python benchmarks/curriculum.py

@@ -30,6 +30,13 @@ learning rate, no gradient checkpointing, float32, AdamW. ``OMP_WAIT_POLICY`` de
   per step; the prompt forward is the same on both sides). ``sample_over_generate`` is the same
   ratio for ``tasks.generation.sample`` alone.
 
+- ``speedup_vs_trl_informative``: the same comparison on prompts where the model is right 25-75%
+  of the time (``informative_rows``, probed with 16 samples each), so almost no group is
+  all-equal: the speedup above partly comes from r1flow skipping flat groups' rows in the update,
+  which this batch leaves nothing to skip.
+- ``online_model``: r1flow's step on the default rows with the uniform sampler and with the online
+  difficulty model (``grpo.online``) on top, alternating: step time, all-equal share, skip rate.
+
 Writes ``benchmarks/results/grpo.json``. Figures, not assertions; targets: speedup >= 2,
 rollout_over_generate <= 1.10. Profile with ``benchmarks/profile_grpo.py``.
 """
@@ -57,6 +64,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from tasks.config import GRPOConfig, ModelConfig  # noqa: E402
+from tasks.config.grpo import OnlineConfig  # noqa: E402
 from tasks.data.synthetic import generate_family  # noqa: E402
 from tasks.generation import encode_prompts, sample, stop_conditions  # noqa: E402
 from tasks.grpo.rollout import generate_and_score  # noqa: E402
@@ -91,13 +99,16 @@ def r1flow_config(args) -> GRPOConfig:
 class R1flowTrainer:
     """r1flow's GRPO loop as ``tasks.grpo.train.main`` runs it, one ``train_step`` per ``step()``."""
 
-    def __init__(self, model_dir: Path, rows: list[dict], args, executor: RewardExecutor):
+    def __init__(self, model_dir: Path, rows: list[dict], args, executor: RewardExecutor, online: bool = False):
         self.cfg, self.rows, self.executor = r1flow_config(args), rows, executor
         torch.manual_seed(args.seed)
         self.gen = torch.Generator().manual_seed(args.seed)
         self.tokenizer, self.model = load_tokenizer(model_dir), load_model(model_dir)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=0.0)
-        self.sampler = build_sampler("uniform", [r["source"] for r in rows], args.seed)
+        self.sampler = build_sampler(
+            "uniform", [r["source"] for r in rows], args.seed, ids=[r["id"] for r in rows],
+            online=OnlineConfig(enabled=online), group_size=args.group,
+        )
         self.seconds: list[float] = []
         self.history: list[dict] = []
         self.rollouts: list = []  # the last step's (kept) rollouts, for profile_grpo.py
@@ -195,19 +206,7 @@ def bench_both(model_dir: Path, rows: list[dict], args) -> tuple[dict, dict]:
         trainer.train()
     w = args.warmup
     trl_wall = sum(trl_seconds[w:])
-    r1_wall = sum(ours.seconds[w:])
-    timed = ours.history[w:]
-    mean = lambda key: statistics.fmean(m[key] for m in timed)  # noqa: E731
-    r1 = {
-        "completions_per_s": batch * args.steps / r1_wall,
-        "step_s": r1_wall / args.steps,
-        "median_step_s": statistics.median(ours.seconds[w:]),
-        "mean_completion_tokens": mean("response_length"),
-        "generate_s": mean("time/generate_s"),
-        "reward_s": mean("time/reward_s"),
-        "update_and_rest_s": r1_wall / args.steps - mean("time/generate_s") - mean("time/reward_s"),
-        "flat_group_fraction": mean("zero_std_groups"),
-    }
+    r1 = r1flow_figures(ours, args)
     trl_res = {
         "completions_per_s": batch * args.steps / trl_wall,
         "step_s": trl_wall / args.steps,
@@ -219,6 +218,64 @@ def bench_both(model_dir: Path, rows: list[dict], args) -> tuple[dict, dict]:
         "flat_group_fraction": statistics.fmean(trl_flat[w * args.prompts :]),
     }
     return r1, trl_res
+
+
+def r1flow_figures(ours: R1flowTrainer, args) -> dict:
+    """Throughput, step time and its parts, completion length and flat share of the timed steps."""
+    w = args.warmup
+    r1_wall = sum(ours.seconds[w:])
+    timed = ours.history[w:]
+    mean = lambda key: statistics.fmean(m[key] for m in timed)  # noqa: E731
+    return {
+        "completions_per_s": args.prompts * args.group * args.steps / r1_wall,
+        "step_s": r1_wall / args.steps,
+        "median_step_s": statistics.median(ours.seconds[w:]),
+        "mean_completion_tokens": mean("response_length"),
+        "generate_s": mean("time/generate_s"),
+        "reward_s": mean("time/reward_s"),
+        "update_and_rest_s": r1_wall / args.steps - mean("time/generate_s") - mean("time/reward_s"),
+        "flat_group_fraction": mean("zero_std_groups"),
+    }
+
+
+def bench_online(model_dir: Path, rows: list[dict], args) -> dict:
+    """r1flow's step with the uniform sampler and with the online difficulty model on top, on the
+    same rows, alternating step by step; the model learns from its first steps as in training."""
+    with RewardExecutor(args.reward_workers, GRPOConfig().reward_timeout_s) as executor:
+        plain = R1flowTrainer(model_dir, rows, args, executor)
+        online = R1flowTrainer(model_dir, rows, args, executor, online=True)
+        for _ in range(args.warmup + args.steps):
+            plain.step()
+            online.step()
+    figures = {"uniform": r1flow_figures(plain, args), "online": r1flow_figures(online, args)}
+    skips = [m["curriculum/online/skip_rate"] for m in online.history[args.warmup :]]
+    return {
+        "step_s": {k: round(v["step_s"], 4) for k, v in figures.items()},
+        "flat_group_fraction": {k: round(v["flat_group_fraction"], 3) for k, v in figures.items()},
+        "skip_rate": round(statistics.fmean(skips), 3),
+    }
+
+
+def informative_rows(model_dir: Path, args, probes: int = 16, per_family: int = 48) -> list[dict]:
+    """Prompts on which the model is right 25-75% of the time (``probes`` samples each): groups of
+    G drawn from them are almost never all-equal (p = 0.5: 0.8%; p = 0.25: 10% for G = 8)."""
+    cfg = r1flow_config(args).model_copy(update={"group_size": probes})
+    tokenizer, model = load_tokenizer(model_dir), load_model(model_dir).eval()
+    candidates = []
+    for fam in ("sub_2d", "mul_1x2", "add_4d", "add_3d"):
+        for r in generate_family(fam, per_family, args.seed + 1):
+            candidates.append({k: r[k] for k in ("id", "source", "prompt", "answer", "difficulty")})
+    gen = torch.Generator().manual_seed(args.seed)
+    keep = []
+    with RewardExecutor(args.reward_workers, cfg.reward_timeout_s) as executor, torch.no_grad():
+        for i in range(0, len(candidates), 16):
+            batch = candidates[i : i + 16]
+            ro = generate_and_score(model, tokenizer, batch, cfg, executor, gen)
+            acc = torch.tensor(ro.accuracy()).view(len(batch), probes).mean(1)
+            keep += [r for r, a in zip(batch, acc.tolist()) if 0.25 <= a <= 0.75]
+    if len(keep) < args.prompts:
+        raise SystemExit(f"only {len(keep)} informative prompts found; need >= {args.prompts}")
+    return keep
 
 
 # ----------------------------------------------------------------------------- rollout vs generate
@@ -299,12 +356,24 @@ def main() -> None:
     t = time.perf_counter()
     rollout = bench_rollout(model_dir, rows, args)
     r1, trl_res = bench_both(model_dir, rows, args)
+    pool = informative_rows(model_dir, args)
+    r1_inf, trl_inf = bench_both(model_dir, pool, args)
+    online = bench_online(model_dir, rows, args)
     import trl
 
     result = {
         "r1flow_completions_per_s": round(r1["completions_per_s"], 1),
         "trl_completions_per_s": round(trl_res["completions_per_s"], 1),
         "speedup_vs_trl": round(r1["completions_per_s"] / trl_res["completions_per_s"], 2),
+        "speedup_vs_trl_informative": round(r1_inf["completions_per_s"] / trl_inf["completions_per_s"], 2),
+        "informative": {
+            "prompts": len(pool),
+            "completions_per_s": {"r1flow": round(r1_inf["completions_per_s"], 1),
+                                  "trl": round(trl_inf["completions_per_s"], 1)},
+            "flat_group_fraction": {"r1flow": round(r1_inf["flat_group_fraction"], 3),
+                                    "trl": round(trl_inf["flat_group_fraction"], 3)},
+        },
+        "online_model": online,
         "rollout_over_generate": round(rollout["rollout_over_generate"], 3),
         "sample_over_generate": round(rollout["sample_over_generate"], 3),
         "mean_completion_tokens": {"r1flow": round(r1["mean_completion_tokens"], 1),
@@ -342,6 +411,11 @@ def main() -> None:
     fgf = result["flat_group_fraction"]
     print(f"{'all-equal groups':28}{fgf['r1flow']:>12}{fgf['trl']:>12}")
     print(f"speedup vs TRL: {result['speedup_vs_trl']}x (target >= 2.0)")
+    inf = result["informative"]
+    print(f"informative batch ({inf['prompts']} prompts at 25-75% pass): speedup "
+          f"{result['speedup_vs_trl_informative']}x, all-equal groups {inf['flat_group_fraction']}")
+    print(f"online model on this mixture: step {online['step_s']}, all-equal groups "
+          f"{online['flat_group_fraction']}, skip rate {online['skip_rate']}")
     print(f"rollout / generate (per decode step): {result['rollout_over_generate']} (target <= 1.10); "
           f"sample / generate: {result['sample_over_generate']}")
     print(f"step breakdown (s): {result['step_breakdown_s']}")

@@ -39,13 +39,13 @@ class OnlineConfig(Strict):
 
     enabled: bool = Field(False, description="skip prompts predicted to give an all-equal group")
     explore: float = Field(
-        0.05, gt=0, le=1, description="a proposal is accepted with probability at least this"
+        0.05, gt=0, le=1, description="share of batch slots that take the first proposal, unfiltered"
     )
+    proposals: int = Field(4, ge=1, description="rows proposed per batch slot; the most informative wins")
     prior_strength: float = Field(
         4.0, gt=0, description="pseudo-counts of a prompt's prior (its pass_rate, else its source's)"
     )
     decay: float = Field(0.9, gt=0, le=1, description="discount of older outcomes (per update / per revisit)")
-    max_tries: int = Field(16, ge=1, description="proposals per batch slot before the last one is taken")
 
 
 class GRPOConfig(TrainingConfig):

@@ -33,7 +33,7 @@ from functools import partial
 from typing import Any
 
 from tasks.config.grpo import CurriculumConfig
-from tasks.grpo.online import OnlineModel, pop_accepted
+from tasks.grpo.online import OnlineModel, next_row
 
 
 def as_rng_state(state: Any) -> tuple:
@@ -120,7 +120,7 @@ class _ArmSampler:
         out = []
         for _ in range(k):
             arm = self.arms[_draw(self.rng, probs)]
-            out.append(pop_accepted(self.queues[arm], partial(self._epoch, arm), self.online, self.rng))
+            out.append(next_row(self.queues[arm], partial(self._epoch, arm), self.online, self.rng))
         return out
 
     def _epoch(self, arm: str) -> list[int]:
@@ -354,7 +354,7 @@ class StaticSampler:
         return queue
 
     def sample(self, k: int) -> list[int]:
-        return [pop_accepted(self.queue, self._epoch, self.online, self.rng) for _ in range(k)]
+        return [next_row(self.queue, self._epoch, self.online, self.rng) for _ in range(k)]
 
     def update(self, stats: dict[str, Any]) -> None:
         before = self.stage()

@@ -15,17 +15,20 @@ Choices:
   code reward on code rows). The group of G completions is all-equal in success with probability
   P_flat = E[p^G + (1 - p)^G] under the posterior, in closed form: B(a + G, b) / B(a, b) +
   B(a, b + G) / B(a, b).
-- The sampler proposes rows as it always does (uniform epochs, or DUMP's source then that source's
-  next row); each proposal is accepted with probability max(1 - P_flat, ``explore``) and otherwise
-  skipped (it stays skipped for the epoch). Accepted rows thus follow the sampler's distribution
-  times the chance of a learning signal, which peaks at p = 0.5; ``explore`` > 0 keeps every
-  prompt reachable, so a prompt wrongly believed solved or hopeless is seen again and corrected.
-  After ``max_tries`` proposals for one slot the last one is taken.
+- The sampler proposes rows as it always does (uniform epochs, or DUMP's source then that
+  source's next rows): ``proposals`` of them per batch slot. The slot takes the proposal least
+  likely to give an all-equal group (the lowest P_flat, which is the one nearest p = 0.5 under its
+  posterior; ties: the first); the others are skipped for the epoch. With probability
+  ``explore`` the slot takes the first proposal whatever its P_flat, so every prompt stays
+  reachable and a prompt wrongly believed solved or hopeless is seen again and corrected. A
+  proportional rule (accept with probability 1 - P_flat) was weaker here: a solved source still
+  gives an informative group now and then, so it kept half the batch flat.
 - The model learns only from ``update`` (the trainer's step statistics); evaluation never calls
   it. Its state (posteriors, counters) is part of the sampler's state, so a resume is exact.
-- Logged every step (``metrics``): the share of proposals skipped, the mean predicted P_flat of the
-  accepted prompts against the share of their groups observed flat (all advantages 0), and a
-  5-bin histogram of the accepted prompts' posterior mean pass rates.
+- Logged every step (``metrics``): ``skip_rate``, the share of proposals passed over as predicted
+  flat (P_flat >= 0.5); the mean predicted P_flat of the chosen prompts against the share of their
+  groups observed flat (all advantages 0); a 5-bin histogram of the chosen prompts' posterior mean
+  pass rates; each source's pooled pass rate.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ class OnlineModel:
         self.prior = list(pass_rates) if pass_rates is not None else [None] * len(sources)
         self.pooled: dict[str, list[float]] = {s: [0.0, 0.0] for s in sorted(set(sources))}  # passes, fails
         self.seen: dict[int, list[float]] = {}  # row -> [passes, fails], discounted
-        self.pending: dict[int, float] = {}  # accepted row -> predicted P_flat, until its update
+        self.pending: dict[int, float] = {}  # chosen row -> predicted P_flat, until its update
         self.window = {"proposed": 0, "skipped": 0}
         self.last: dict[str, float] = {}
 
@@ -80,15 +83,14 @@ class OnlineModel:
         s_i, f_i = self.seen.get(i, (0.0, 0.0))
         return m * mu + s_i, m * (1.0 - mu) + f_i
 
-    def accept(self, i: int, rng: random.Random, last_try: bool) -> bool:
-        """One proposal of row i: take it with probability max(1 - P_flat, explore)."""
-        p_flat = flat_probability(*self.posterior(i), self.g)
-        self.window["proposed"] += 1
-        if last_try or rng.random() < max(1.0 - p_flat, self.cfg.explore):
-            self.pending[i] = p_flat
-            return True
-        self.window["skipped"] += 1
-        return False
+    def choose(self, proposals: list[int], rng: random.Random) -> int:
+        """The slot's row among the proposals (see the module docstring); the rest are skipped."""
+        flat = [flat_probability(*self.posterior(i), self.g) for i in proposals]
+        pick = 0 if rng.random() < self.cfg.explore else min(range(len(flat)), key=flat.__getitem__)
+        self.window["proposed"] += len(proposals)
+        self.window["skipped"] += sum(f >= 0.5 for k, f in enumerate(flat) if k != pick)
+        self.pending[proposals[pick]] = flat[pick]
+        return proposals[pick]
 
     def update(self, stats: dict[str, Any]) -> None:
         """Learn from one step's groups: ``rows``, group ``accuracy`` and ``advantages``."""
@@ -155,14 +157,12 @@ class OnlineModel:
         self.last = {k: float(v) for k, v in state["last"].items()}
 
 
-def pop_accepted(queue: list[int], refill, online: OnlineModel | None, rng: random.Random) -> int:
-    """The next row from ``queue`` (``refill()`` makes a fresh epoch when it runs dry), filtered by
-    the online model when there is one (``max_tries`` proposals at most)."""
-    tries = online.cfg.max_tries if online is not None else 1
-    for t in range(tries):
+def next_row(queue: list[int], refill, online: OnlineModel | None, rng: random.Random) -> int:
+    """The next row from ``queue`` (``refill()`` makes a fresh epoch when it runs dry); with the
+    online model, the best of ``proposals`` rows popped from it."""
+    proposals = []
+    for _ in range(online.cfg.proposals if online is not None else 1):
         if not queue:
             queue.extend(refill())
-        row = queue.pop()
-        if online is None or online.accept(row, rng, last_try=t == tries - 1):
-            return row
-    raise AssertionError("unreachable: the last try is always accepted")
+        proposals.append(queue.pop())
+    return proposals[0] if online is None else online.choose(proposals, rng)

@@ -32,7 +32,7 @@ from tasks.grpo.curricula import (
     load_online,
     with_online,
 )
-from tasks.grpo.online import OnlineModel, pop_accepted
+from tasks.grpo.online import OnlineModel, next_row
 
 
 class PromptSampler(Protocol):
@@ -68,7 +68,7 @@ class UniformSampler:
         return queue
 
     def sample(self, k: int) -> list[int]:
-        out = [pop_accepted(self.queue, self._epoch, self.online, self.rng) for _ in range(k)]
+        out = [next_row(self.queue, self._epoch, self.online, self.rng) for _ in range(k)]
         self.drawn += k
         return out
 

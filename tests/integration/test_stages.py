@@ -255,10 +255,11 @@ def check_code_edits_rerun_only_their_stages(p: Path, sh, env) -> None:
 
 
 # ----------------------------------------------------------------------------- resume
-# The DUMP curriculum and mu = 2 rollout reuse, so their state (window statistics, counts, RNG,
-# optimiser moments after two updates per step) must survive the kill too.
+# The DUMP curriculum with the online difficulty model under it, and mu = 2 rollout reuse, so their
+# state (window statistics, counts, posteriors, RNG, optimiser moments after two updates per step)
+# must survive the kill too.
 RESUME = ["grpo.steps=8", "grpo.save_every=2", "grpo.group_size=4", "grpo.rewards={tag_count: 1.0}",
-          "grpo.sampler=dump", "grpo.num_iterations=2"]
+          "grpo.sampler=dump", "grpo.online.enabled=true", "grpo.num_iterations=2"]
 OUTPUTS = ("models/grpo", "metrics/grpo.json", "plots/grpo_train.csv", "plots/curriculum.csv")
 
 

@@ -56,7 +56,7 @@ def test_skips_predicted_flat_prompts_but_keeps_exploring(name):
     s = build_sampler(name, SOURCES, 0, CurriculumConfig(), ids=IDS, online=online, group_size=G)
     drawn = _run(s)
     # second half: the informative source dominates; the flat ones are still visited (explore)
-    assert drawn["learn"] > 4 * (drawn["solved"] + drawn["hopeless"])
+    assert drawn["learn"] > 2.5 * (drawn["solved"] + drawn["hopeless"])
     assert drawn["solved"] > 0 and drawn["hopeless"] > 0
     m = s.online.metrics()
     if name == "uniform":  # DUMP itself stops proposing the flat sources: little is left to skip
@@ -85,10 +85,10 @@ def test_predicted_flat_tracks_observed_flat_once_learnt():
 
 def test_pass_rate_column_is_the_prior_before_any_update():
     rates = [1.0] * 400 + [0.5] * 400 + [0.0] * 400
-    online = OnlineConfig(enabled=True, prior_strength=50.0)
+    online = OnlineConfig(enabled=True, prior_strength=50.0, proposals=8)
     with_prior = build_sampler("uniform", SOURCES, 0, ids=IDS, online=online, group_size=G, pass_rates=rates)
     picked = [SOURCES[i] for i in with_prior.sample(64)]
-    assert picked.count("learn") > 48  # no update yet: only the column can say which are flat
+    assert picked.count("learn") > 52  # no update yet: only the column can say which are flat
     no_prior = build_sampler("uniform", SOURCES, 0, ids=IDS, online=online, group_size=G)
     assert [SOURCES[i] for i in no_prior.sample(64)].count("learn") < 40  # pooled prior 0.5 everywhere
 
