@@ -6,11 +6,16 @@ Choices:
 
 - Each prompt i has a Beta posterior over its pass rate p_i: Beta(m * mu + s_i, m * (1 - mu) +
   f_i), where s_i / f_i are its observed passes / failures (discounted by ``decay`` each time it
-  is seen again: the policy moves), m = ``prior_strength`` and mu its prior mean: the row's
-  ``pass_rate`` column when curation estimated one, else its source's pooled pass rate (counts of
-  every group of the source, discounted by ``decay`` at every update; Laplace mean, so a source
-  never seen starts at 0.5). Most prompts are seen once per run, so the pooled prior does most of
-  the work and a prompt's own outcomes refine it.
+  is seen again: the policy moves). The prior is its source's, fitted online as a beta-binomial
+  by moments from every group of the source (sums of the group pass shares x and x^2, discounted
+  by ``decay`` at every update): mu = the mean share (mu = 0.5 for a source never seen), and the
+  strength m from the spread of the shares between groups: Var(x) = mu (1 - mu) / G * (1 + (G -
+  1) rho) with rho = 1 / (m + 1). So a source whose prompts are each either solved or hopeless
+  (sub_2d here: right on a - b > 0, wrong below zero) gets m < 1, a U-shaped prior and a high
+  P_flat although its mean is 0.5; a source of uniformly middling prompts gets a large m. Until a
+  source has 4 groups, and for a row whose ``pass_rate`` column curation estimated (then mu is
+  that column), m = ``prior_strength``. Most prompts are seen once per run, so the source prior
+  does most of the work and a prompt's own outcomes refine it.
 - "Pass" is a completion's verified success (``Rollout.accuracy``: the accuracy reward, or the
   code reward on code rows). The group of G completions is all-equal in success with probability
   P_flat = E[p^G + (1 - p)^G] under the posterior, in closed form: B(a + G, b) / B(a, b) +
@@ -28,7 +33,7 @@ Choices:
 - Logged every step (``metrics``): ``skip_rate``, the share of proposals passed over as predicted
   flat (P_flat >= 0.5); the mean predicted P_flat of the chosen prompts against the share of their
   groups observed flat (all advantages 0); a 5-bin histogram of the chosen prompts' posterior mean
-  pass rates; each source's pooled pass rate.
+  pass rates; each source's prior mean and strength.
 """
 
 from __future__ import annotations
@@ -66,18 +71,31 @@ class OnlineModel:
         self.cfg, self.g, self.sources = cfg, group_size, sources
         self.index = {pid: i for i, pid in enumerate(ids)}
         self.prior = list(pass_rates) if pass_rates is not None else [None] * len(sources)
-        self.pooled: dict[str, list[float]] = {s: [0.0, 0.0] for s in sorted(set(sources))}  # passes, fails
+        # per source, discounted: [groups, sum of pass shares, sum of squared pass shares]
+        self.pooled: dict[str, list[float]] = {s: [0.0, 0.0, 0.0] for s in sorted(set(sources))}
         self.seen: dict[int, list[float]] = {}  # row -> [passes, fails], discounted
         self.pending: dict[int, float] = {}  # chosen row -> predicted P_flat, until its update
         self.window = {"proposed": 0, "skipped": 0}
         self.last: dict[str, float] = {}
 
+    def source_prior(self, source: str) -> tuple[float, float]:
+        """(mu, m) of a source's beta-binomial prior, by moments (see the module docstring)."""
+        w, s1, s2 = self.pooled[source]
+        if w < 4.0:
+            return (s1 + 0.5) / (w + 1.0), self.cfg.prior_strength
+        mu = s1 / w
+        spread = max(s2 / w - mu * mu, 0.0)
+        base = mu * (1.0 - mu)
+        if base <= 1e-9:  # every group all right (or all wrong): as sure as the data can make us
+            return min(max(mu, 1e-3), 1 - 1e-3), 1e3
+        rho = min(max((spread * self.g / base - 1.0) / (self.g - 1), 1e-3), 1.0 - 1e-3)
+        return mu, 1.0 / rho - 1.0
+
     def posterior(self, i: int) -> tuple[float, float]:
-        mu = self.prior[i]
-        if mu is None or not 0.0 <= mu <= 1.0:
-            s, f = self.pooled[self.sources[i]]
-            mu = (s + 1.0) / (s + f + 2.0)
-        m = self.cfg.prior_strength
+        mu, m = self.source_prior(self.sources[i])
+        column = self.prior[i]
+        if column is not None and 0.0 <= column <= 1.0:
+            mu, m = column, self.cfg.prior_strength
         # clamped so that a prior of exactly 0 or 1 stays a proper Beta
         mu = min(max(mu, 1e-3), 1.0 - 1e-3)
         s_i, f_i = self.seen.get(i, (0.0, 0.0))
@@ -97,9 +115,8 @@ class OnlineModel:
         rows, acc, adv = stats["rows"], stats["accuracy"], stats["advantages"]
         g = len(adv) // max(len(rows), 1)
         d = self.cfg.decay
-        for counts in self.pooled.values():
-            counts[0] *= d
-            counts[1] *= d
+        for sums in self.pooled.values():
+            sums[:] = [d * x for x in sums]
         predicted, flat, means = [], [], []
         for k, (row, a) in enumerate(zip(rows, acc)):
             i = self.index.get(row["id"])
@@ -109,8 +126,9 @@ class OnlineModel:
             s_i, f_i = self.seen.get(i, (0.0, 0.0))
             self.seen[i] = [d * s_i + passes, d * f_i + g - passes]
             pooled = self.pooled[self.sources[i]]
-            pooled[0] += passes
-            pooled[1] += g - passes
+            pooled[0] += 1.0
+            pooled[1] += a
+            pooled[2] += a * a
             if i in self.pending:
                 predicted.append(self.pending.pop(i))
                 flat.append(float(all(x == 0 for x in adv[k * g : (k + 1) * g])))
@@ -133,9 +151,12 @@ class OnlineModel:
         return out
 
     def metrics(self) -> dict[str, float]:
-        """The last update's statistics plus each source's pooled pass rate, for the tracker."""
-        pooled = {f"pooled_pass_rate/{s}": (c[0] + 1) / (c[0] + c[1] + 2) for s, c in self.pooled.items()}
-        return {**self.last, **pooled}
+        """The last update's statistics plus each source's prior (mean and strength), for the tracker."""
+        out = dict(self.last)
+        for s in self.pooled:
+            mu, m = self.source_prior(s)
+            out.update({f"pooled_pass_rate/{s}": mu, f"prior_strength/{s}": m})
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {
