@@ -550,3 +550,13 @@ def test_evaluation_leaves_the_sampler_alone(policy, tokenizer, rows, executor):
 
     train_step(2, m, None, tokenizer, rows, sampler, cfg, opt, executor, gen)
     assert sampler.state_dict() != state and sampler.probabilities() != probs
+
+
+def test_verified_success_is_the_code_reward_on_code_rows():
+    """What samplers learn from (``prompt_stats``' accuracy): accuracy on math rows, the code
+    reward on code rows (where accuracy does not apply), 0 where neither applies."""
+    rows = [{"id": "m", "source": "math"}, {"id": "c", "source": "mbpp"}, {"id": "x", "source": "other"}]
+    ro = Rollout(rows, None, torch.zeros(6), torch.zeros(6), {}, 2)
+    ro.per_reward = {"accuracy": [1.0, 0.0, None, None, None, None], "code": [None, None, 1.0, 1.0, None, None]}
+    assert ro.accuracy() == [1.0, 0.0, 1.0, 1.0, 0.0, 0.0]
+    assert ro.prompt_stats()["accuracy"] == [0.5, 1.0, 0.0]
