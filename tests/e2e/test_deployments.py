@@ -263,7 +263,7 @@ def test_schedule_runs_nothing_on_unchanged_data_and_retrains_on_a_changed_sourc
     try:
         t0 = time.time()
         unchanged = wait_for(lambda: next_scheduled_run(t0), 300, "a scheduled run on unchanged data")
-        assert unchanged.state.type.value == "COMPLETED"
+        assert unchanged.state.type.value == "COMPLETED", (unchanged.name, unchanged.state)
         assert training(stages_of(unchanged.id)) == {"skipped"}, stages_of(unchanged.id)
 
         # New data arrives: a question the pipeline's own split puts in SFT, so the cold start's input
@@ -283,10 +283,13 @@ def test_schedule_runs_nothing_on_unchanged_data_and_retrains_on_a_changed_sourc
                 f.write(json.dumps(new) + "\n")
             t1 = time.time()
         fresh = wait_for(lambda: next_scheduled_run(0.0, t1), 600, "a scheduled run on changed data")
-        assert fresh.state.type.value == "COMPLETED"
+        assert fresh.state.type.value == "COMPLETED", (fresh.name, fresh.state)
         ran = stages_of(fresh.id)
         downstream = {"curate": "ran", "sft": "ran", "grpo": "ran", "evaluate": "ran"}
-        assert ran == {"sources": "ran", "base": "skipped", **downstream}, ran  # base reads no data
+        assert ran == {"sources": "ran", "base": "skipped", **downstream}, (
+            fresh.name,
+            ran,
+        )  # base reads no data
     finally:
         with client() as c:
             c.delete_deployment_schedule(dep, sched.id)
