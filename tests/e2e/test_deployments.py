@@ -3,8 +3,10 @@
 One tiny project (the real DAG, seconds per stage) is served by ``python -m flows.deploy`` as
 ``make serve`` does. In order: two overlapping nightly runs are held to one at a time; an API run
 with a typed setting becomes a DVC experiment named after the flow run; a bad typed value fails
-before any stage; a schedule with unchanged data runs no training stage, and after a source file
-changed re-runs curate and everything downstream. Timelines and wall times are written to
+before any stage; a Custom run from the UI in headless Chromium; a schedule with unchanged data runs
+no training stage, and after a source file changed re-runs curate and everything downstream; last,
+``prefect deploy`` to a process work pool, whose worker runs evaluate-only. The schedule and worker
+tests bring the workspace up to date themselves, so each also passes alone. Timelines and wall times are written to
 ``.r1flow/test-artifacts/`` (``R1FLOW_TEST_ARTIFACTS``) for the record.
 """
 
