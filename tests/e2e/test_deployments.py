@@ -6,8 +6,9 @@ with a typed setting becomes a DVC experiment named after the flow run; a bad ty
 before any stage; a Custom run from the UI in headless Chromium; a schedule with unchanged data runs
 no training stage, and after a source file changed re-runs curate and everything downstream; last,
 ``prefect deploy`` to a process work pool, whose worker runs evaluate-only. The schedule and worker
-tests bring the workspace up to date themselves, so each also passes alone. Timelines and wall times are written to
-``.r1flow/test-artifacts/`` (``R1FLOW_TEST_ARTIFACTS``) for the record.
+tests bring the workspace up to date themselves, so each also passes alone. Timelines and wall
+times are written to ``.r1flow/test-artifacts/`` (``R1FLOW_TEST_ARTIFACTS``); ``make bench-ops``
+collects them into ``benchmarks/results/ops.json``.
 """
 
 from __future__ import annotations
