@@ -8,7 +8,7 @@ export PATH := $(BIN):$(PATH)
 # torch first, from the CPU build on this machine; a GPU box sets TORCH_SPEC to its CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup run test test-fast test-gpu lint bench-rewards bench-grpo bench-curation bench-eval bench-tracking-outage mixture experiment-curriculum ui serve ui-mlflow ui-prefect clean
+.PHONY: setup run test test-fast test-gpu lint bench-rewards bench-grpo bench-curation bench-eval bench-tracking-outage bench-ops mixture experiment-curriculum ui serve ui-mlflow ui-prefect clean
 
 setup: $(VENV)/.installed
 
@@ -92,6 +92,13 @@ serve: setup
 # SFT with MLflow stopped mid-run vs without: steps trained, metrics delivered, overhead (~3 min).
 bench-tracking-outage: setup
 	python benchmarks/bench_tracking_outage.py
+
+# How long a person waits in Prefect (~15 min): a scheduled run on unchanged data (the e2e schedule
+# test) and a UI Custom run of the embedded default with grpo.lr changed, in a scratch clone
+# (build/ops-ui; its DVC outputs from a copy of .dvc/cache, so `make run` first):
+# benchmarks/results/ops.json.
+bench-ops: setup
+	python benchmarks/bench_ops.py
 
 ui-mlflow: setup
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

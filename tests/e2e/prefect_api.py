@@ -75,22 +75,39 @@ def newest_run(deployment_id: str, after: float):
     return max(fresh, key=lambda r: r.created).id if fresh else None
 
 
-def in_flight() -> list:
-    """The flow runs the server has as pending or running (any deployment)."""
+def in_flight(due_within: float = 30.0) -> list:
+    """The flow runs the server has as pending or running (any deployment), and the scheduled ones due
+    within ``due_within`` seconds: a runner or worker polling now would start those too."""
+    from datetime import datetime, timedelta, timezone
+
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
 
-    states = FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING])
+    states = FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING, StateType.SCHEDULED])
+    soon = datetime.now(timezone.utc) + timedelta(seconds=due_within)
     with client() as c:
-        return c.read_flow_runs(flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=states)))
+        runs = c.read_flow_runs(flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=states)))
+    return [
+        r
+        for r in runs
+        if r.state.type != StateType.SCHEDULED or (r.expected_start_time and r.expected_start_time < soon)
+    ]
 
 
 def logs(run_id) -> list[tuple[float, str]]:
+    """Every log line of a flow run (its tasks' too), oldest first: read in pages, since the server
+    returns at most 200 per request and a run that trains logs more than that."""
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
+    out: list[tuple[float, str]] = []
     with client() as c:
-        found = c.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200)
-    return [(entry.timestamp.timestamp(), entry.message) for entry in found]
+        while True:
+            page = c.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200, offset=len(out)
+            )
+            out += [(entry.timestamp.timestamp(), entry.message) for entry in page]
+            if len(page) < 200:
+                return out
 
 
 def wall(fr) -> float:

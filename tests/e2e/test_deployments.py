@@ -3,9 +3,12 @@
 One tiny project (the real DAG, seconds per stage) is served by ``python -m flows.deploy`` as
 ``make serve`` does. In order: two overlapping nightly runs are held to one at a time; an API run
 with a typed setting becomes a DVC experiment named after the flow run; a bad typed value fails
-before any stage; a schedule with unchanged data runs no training stage, and after a source file
-changed re-runs curate and everything downstream. Timelines and wall times are written to
-``.r1flow/test-artifacts/`` (``R1FLOW_TEST_ARTIFACTS``) for the record.
+before any stage; a Custom run from the UI in headless Chromium; a schedule with unchanged data runs
+no training stage, and after a source file changed re-runs curate and everything downstream; last,
+``prefect deploy`` to a process work pool, whose worker runs evaluate-only. The schedule and worker
+tests bring the workspace up to date themselves, so each also passes alone. Timelines and wall
+times are written to ``.r1flow/test-artifacts/`` (``R1FLOW_TEST_ARTIFACTS``); ``make bench-ops``
+collects them into ``benchmarks/results/ops.json``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from prefect_api import (
     finished,
     in_flight,
     logs,
-    newest_run,
     record,
     stages_of,
     training,
@@ -37,6 +39,7 @@ from prefect_api import (
     wait_for,
     wall,
 )
+from prefect_ui import custom_run
 
 from flows.dag import experiment_ref
 from flows.servers import prefect_server
@@ -45,7 +48,6 @@ from tasks.config import load_params
 from tasks.data.gsm8k import split_of, to_row
 
 pytestmark = pytest.mark.slow
-CHROMIUM = os.environ.get("R1FLOW_CHROMIUM", "/usr/bin/chromium")  # Debian's; `make setup` installs it
 GSM8K_ROWS = [
     {
         "question": f"Tom has {i} apples and buys {i + 3}. How many?",
@@ -211,38 +213,8 @@ def test_a_bad_typed_value_fails_before_any_stage(api, project, sh):
 def test_custom_run_from_the_ui_in_headless_chromium(api, project):
     """The deployment's page, then its Custom run form: the GRPO learning rate changed, Submit; the run
     completes, and its page (state Completed) is saved as a screenshot."""
-    from playwright.sync_api import sync_playwright
-
-    dep = deployments()["experiment"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(f"{api.url}/deployments/deployment/{dep}", wait_until="networkidle", timeout=120_000)
-            page.get_by_text("experiment").first.wait_for(timeout=60_000)
-            # the Custom run form (the page the deployment's Run -> Custom run menu opens)
-            page.goto(
-                f"{api.url}/deployments/deployment/{dep}/run", wait_until="networkidle", timeout=120_000
-            )
-            field = page.locator(
-                "div.schema-form-property",
-                has=page.locator(".schema-form-property__description", has_text="(grpo.lr)"),
-            ).last
-            field.locator("input").fill("0.0001")
-            t_submit = time.time()
-            page.get_by_role("button", name="Submit").click()
-            run_id = wait_for(lambda: newest_run(dep, t_submit), 120, "the flow run the form submitted")
-            fr = finished(run_id)
-            page.goto(f"{api.url}/runs/flow-run/{run_id}", wait_until="networkidle", timeout=120_000)
-            page.get_by_text("Completed").first.wait_for(timeout=60_000)
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "ui_custom_run_completed.png"), full_page=True)
-        finally:
-            browser.close()
+    shot = ARTIFACTS / "ui_custom_run_completed.png"
+    fr, t_submit = custom_run(api.url, deployments()["experiment"], "grpo.lr", "0.0001", shot)
     assert fr.state.type.value == "COMPLETED", fr.state
     assert fr.parameters["settings"]["grpo"]["lr"] == 0.0001
     assert any("grpo.lr=0.0001" in m for _, m in logs(fr.id))
@@ -252,15 +224,11 @@ def test_custom_run_from_the_ui_in_headless_chromium(api, project):
             "flow_run": fr.name,
             "submit_to_completed_s": round(fr.end_time.timestamp() - t_submit, 1),
             "run_wall_s": round(wall(fr), 1),
-            "screenshot": str(ARTIFACTS / "ui_custom_run_completed.png"),
+            "screenshot": str(shot),
         },
     )
 
 
-# Issue 13 is open on these two: the schedule test passed twice after its fix (a first failure under
-# load is unexplained); the worker test's last fix (letting --run-once exit before the kill) has not
-# run green. Non-strict: a pass shows as XPASS, a failure as XFAIL, and both are reported.
-@pytest.mark.xfail(strict=False, reason="issue 13: passed 2 of 3 runs after its fix; one failure unexplained")
 def test_schedule_runs_nothing_on_unchanged_data_and_retrains_on_a_changed_source(api, project):
     from prefect.client.schemas.schedules import IntervalSchedule
 
@@ -298,7 +266,7 @@ def test_schedule_runs_nothing_on_unchanged_data_and_retrains_on_a_changed_sourc
     try:
         t0 = time.time()
         unchanged = wait_for(lambda: next_scheduled_run(t0), 300, "a scheduled run on unchanged data")
-        assert unchanged.state.type.value == "COMPLETED"
+        assert unchanged.state.type.value == "COMPLETED", (unchanged.name, unchanged.state)
         assert training(stages_of(unchanged.id)) == {"skipped"}, stages_of(unchanged.id)
 
         # New data arrives: a question the pipeline's own split puts in SFT, so the cold start's input
@@ -318,27 +286,45 @@ def test_schedule_runs_nothing_on_unchanged_data_and_retrains_on_a_changed_sourc
                 f.write(json.dumps(new) + "\n")
             t1 = time.time()
         fresh = wait_for(lambda: next_scheduled_run(0.0, t1), 600, "a scheduled run on changed data")
-        assert fresh.state.type.value == "COMPLETED"
+        assert fresh.state.type.value == "COMPLETED", (fresh.name, fresh.state)
         ran = stages_of(fresh.id)
         downstream = {"curate": "ran", "sft": "ran", "grpo": "ran", "evaluate": "ran"}
-        assert ran == {"sources": "ran", "base": "skipped", **downstream}, ran  # base reads no data
+        assert ran == {"sources": "ran", "base": "skipped", **downstream}, (
+            fresh.name,
+            ran,
+        )  # base reads no data
     finally:
         with client() as c:
             c.delete_deployment_schedule(dep, sched.id)
+
+    def timing(run) -> dict:
+        """From the time the schedule set for the run (Prefect's pick-up included) to Completed."""
+        return {
+            "flow_run": run.name,
+            "scheduled_at": run.expected_start_time.isoformat(),
+            "scheduled_to_completed_s": round((run.end_time - run.expected_start_time).total_seconds(), 1),
+            "pickup_s": round((run.start_time - run.expected_start_time).total_seconds(), 1),
+            "wall_s": round(wall(run), 1),
+        }
+
     record(
         "scheduled_runs",
         {
-            "unchanged": {"wall_s": round(wall(unchanged), 1), "stages": stages_of(unchanged.id)},
-            "changed_source": {"wall_s": round(wall(fresh), 1), "stages": ran},
+            "interval_s": 30,
+            "unchanged": {**timing(unchanged), "stages": stages_of(unchanged.id)},
+            "changed_source": {**timing(fresh), "stages": ran},
         },
     )
 
 
-@pytest.mark.xfail(strict=False, reason="issue 13: the log-race fix for the worker's last lines is unverified")
 def test_prefect_deploy_to_a_process_work_pool_with_a_worker(api, project, tmp_path):
     """``prefect deploy --all`` from prefect.yaml, then a process worker runs evaluate-only in the work tree."""
-    # The serve process idle first: a run it held when killed would keep the workspace's slot (a lease)
-    # until the lease expires, and could leave a stage half-written.
+    # The workspace up to date through serve first (a skip after the tests above), so that alone too
+    # evaluate-only finds the models it evaluates and, asked for evaluate only, has nothing to redo.
+    baseline = finished(trigger("nightly").id)
+    assert baseline.state.type.value == "COMPLETED", baseline.state
+    # Then serve idle, with no run due that it would start: a run it held when killed would keep the
+    # workspace's slot (a lease) until the lease expires, and could leave a stage half-written.
     wait_for(lambda: not in_flight(), 300, "the served runs to finish", api.serve)
     os.killpg(api.serve.pid, 15)  # from here on the deployments belong to the work pool
     api.serve.wait(30)
@@ -380,9 +366,7 @@ def test_prefect_deploy_to_a_process_work_pool_with_a_worker(api, project, tmp_p
             os.killpg(worker.pid, 15)
             worker.wait(30)
     assert fr.state.type.value == "COMPLETED", (fr.state, (tmp_path / "worker.log").read_text()[-3000:])
-    assert stages_of(fr.id) == {
-        "evaluate": "skipped"
-    }  # up to date since the runs above: only evaluate was asked
+    assert stages_of(fr.id) == {"evaluate": "skipped"}  # up to date since the baseline: only evaluate asked
     assert any(
         str(project) in m for _, m in logs(fr.id)
     )  # ran in the work tree prefect.yaml's pull step names
