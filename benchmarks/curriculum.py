@@ -49,13 +49,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 OUT = Path("benchmarks/results")
+# Each arm sets the online model either way: params.yaml's default must not leak into an arm.
 ARMS = {
-    "uniform": ["grpo.sampler=uniform"],
-    "dump": ["grpo.sampler=dump"],
+    "uniform": ["grpo.sampler=uniform", "grpo.online.enabled=false"],
+    "dump": ["grpo.sampler=dump", "grpo.online.enabled=false"],
     "online": ["grpo.sampler=uniform", "grpo.online.enabled=true"],
     "dump+online": ["grpo.sampler=dump", "grpo.online.enabled=true"],
-    "prioritized": ["grpo.sampler=prioritized"],
-    "static": ["grpo.sampler=static"],
+    "prioritized": ["grpo.sampler=prioritized", "grpo.online.enabled=false"],
+    "static": ["grpo.sampler=static", "grpo.online.enabled=false"],
 }
 
 
