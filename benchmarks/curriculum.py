@@ -1,7 +1,7 @@
 """Does the curriculum pay? Each sampler x several seeds of GRPO from the same SFT model.
 
     python benchmarks/curriculum.py [--arms uniform dump online dump+online prioritized static]
-        [--seeds 0 1 2 3 4 5 6 7] [--steps 100] [--eval-every 20] [--eval-per-source 40] [--jobs 2]
+        [--seeds 0 1 2 3 4 5 6 7] [--steps 100] [--eval-every 25] [--eval-per-source 40] [--jobs 2]
         [-S key=value ...]
 
 Protocol:
@@ -171,7 +171,7 @@ def main() -> int:
                     help="an extra arm: its name, then its overrides separated by ';' (e.g. for a sweep)")
     ap.add_argument("--seeds", nargs="+", type=int, default=list(range(8)))
     ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--eval-every", type=int, default=20)
+    ap.add_argument("--eval-every", type=int, default=25)
     ap.add_argument("--eval-per-source", type=int, default=40)
     ap.add_argument("--jobs", type=int, default=2, help="parallel runs (each gets cores/jobs torch threads)")
     ap.add_argument("-S", "--set", action="append", default=None, metavar="KEY=VALUE",
