@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "e2e")]
 
-from prefect_api import deployments, stages_of, wait_for, wall  # noqa: E402
+from prefect_api import deployments, serve_env, stages_of, start_serve, wait_for, wall  # noqa: E402
 from prefect_ui import custom_run  # noqa: E402
 
 from flows.servers import prefect_server  # noqa: E402
@@ -89,19 +89,9 @@ def ui_part(workdir: Path, cache: Path, key: str, value: str) -> dict:
     print(f"clone {workdir}: stale before the run (sources always is): {stale}", flush=True)
     server = prefect_server(workdir / ".r1flow" / "prefect", services=False).start()
     url = server.url + "/api"
-    env = {**os.environ, "PREFECT_API_URL": url, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
-    env.pop("R1FLOW_PARENT_RUN_ID", None)
+    env = serve_env(url)
     log_path = workdir / ".r1flow" / "serve.log"
-    with log_path.open("w") as log:
-        serve = subprocess.Popen(
-            [sys.executable, "-m", "flows.deploy"],
-            cwd=workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    serve = start_serve(workdir, env, log_path)
     try:
         with temporary_settings({PREFECT_API_URL: url}):
             wait_for(lambda: len(deployments()) == 3, 240, "the 3 deployments to register", serve, log_path)

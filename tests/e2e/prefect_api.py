@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +18,32 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("R1FLOW_TEST_ARTIFACTS", ROOT / ".r1flow" / "test-artifacts"))
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def serve_env(url: str) -> dict[str, str]:
+    """The environment ``flows.deploy`` and the Prefect CLI run under against the server at ``url``."""
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": url,
+        "PYTHONUNBUFFERED": "1",
+        "HF_HUB_OFFLINE": "1",  # the tiny local models: no hub look-ups (registration asks for a model card)
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+    }
+    env.pop("R1FLOW_PARENT_RUN_ID", None)
+    return env
+
+
+def start_serve(project: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """``python -m flows.deploy`` serving the project's deployments, in its own session, logging to ``log_path``."""
+    with log_path.open("w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "flows.deploy"],
+            cwd=project,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def record(name: str, data: dict) -> None:

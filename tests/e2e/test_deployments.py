@@ -33,7 +33,9 @@ from prefect_api import (
     in_flight,
     logs,
     record,
+    serve_env,
     stages_of,
+    start_serve,
     training,
     trigger,
     wait_for,
@@ -90,23 +92,8 @@ def api(tmp_path_factory, project):
     )
     server.start()
     url = server.url + "/api"
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": url,
-        "PYTHONUNBUFFERED": "1",
-        "HF_HUB_OFFLINE": "1",  # the tiny local models: no hub look-ups (registration asks for a model card)
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
-    }
-    env.pop("R1FLOW_PARENT_RUN_ID", None)
-    log = (home / "serve.log").open("w")
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "flows.deploy"],
-        cwd=project,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    env = serve_env(url)
+    serve = start_serve(project, env, home / "serve.log")
     try:
         with temporary_settings({PREFECT_API_URL: url}):
             wait_for(
