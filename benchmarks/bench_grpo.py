@@ -33,7 +33,9 @@ learning rate, no gradient checkpointing, float32, AdamW. ``OMP_WAIT_POLICY`` de
 - ``speedup_vs_trl_informative``: the same comparison on prompts where the model is right 25-75%
   of the time (``informative_rows``, probed with 16 samples each), so almost no group is
   all-equal: the speedup above partly comes from r1flow skipping flat groups' rows in the update,
-  which this batch leaves nothing to skip.
+  which this batch leaves nothing to skip. Its step breakdown is reported too: with nothing to
+  skip both trainers run the forward and backward over the same tokens, so the ratio is bounded
+  by the rollout's (r1flow's generation against TRL's) once the update's share grows.
 - ``online_model``: r1flow's step on the default rows with the uniform sampler and with the online
   difficulty model (``grpo.online``) on top, alternating: step time, all-equal share, skip rate.
 
@@ -326,6 +328,14 @@ def bench_rollout(model_dir: Path, rows: list[dict], args) -> dict:
 
 
 # ----------------------------------------------------------------------------- main
+def cpu_model() -> str:
+    """The CPU's model name: float results (and so trained weights) differ between CPU kinds."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_model = "models/sft" if (Path("models/sft") / "config.json").is_file() else "tiny"
@@ -372,6 +382,12 @@ def main() -> None:
                                   "trl": round(trl_inf["completions_per_s"], 1)},
             "flat_group_fraction": {"r1flow": round(r1_inf["flat_group_fraction"], 3),
                                     "trl": round(trl_inf["flat_group_fraction"], 3)},
+            "mean_completion_tokens": {"r1flow": round(r1_inf["mean_completion_tokens"], 1),
+                                       "trl": round(trl_inf["mean_completion_tokens"], 1)},
+            "step_breakdown_s": {
+                "r1flow": {k: round(r1_inf[k], 4) for k in ("generate_s", "reward_s", "update_and_rest_s")},
+                "trl": {k: round(trl_inf[k], 4) for k in ("rollout_s", "update_and_rest_s")},
+            },
         },
         "online_model": online,
         "rollout_over_generate": round(rollout["rollout_over_generate"], 3),
@@ -396,7 +412,7 @@ def main() -> None:
             "loss_type": "grpo", "lr": args.lr, "reward": REWARD, "reward_workers_r1flow": args.reward_workers,
             "warmup_steps": args.warmup, "timed_steps": args.steps, "torch_threads": args.threads,
             "threads_seen_during_training": trl_res["threads"], "interleaved": True,
-            "rollout_repeats": args.repeats, "device": "cpu", "seed": args.seed,
+            "rollout_repeats": args.repeats, "device": "cpu", "cpu_model": cpu_model(), "seed": args.seed,
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
         },
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
