@@ -330,10 +330,10 @@ def bench_rollout(model_dir: Path, rows: list[dict], args) -> dict:
 # ----------------------------------------------------------------------------- main
 def cpu_model() -> str:
     """The CPU's model name: float results (and so trained weights) differ between CPU kinds."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
+    info = Path("/proc/cpuinfo")
+    names = [ln.split(":", 1)[1].strip() for ln in info.read_text().splitlines() if ln.startswith("model name")] \
+        if info.exists() else []
+    return names[0] if names else "unknown"
 
 
 def main() -> None:
