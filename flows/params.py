@@ -34,7 +34,7 @@ FORM: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {
     "sft": (SFTConfig, ("steps", "lr", "batch_size", "seed")),
     "grpo": (
         GRPOConfig,
-        ("steps", "lr", "sampler", "rewards", "group_size", "prompts_per_step", "beta", "seed"),
+        ("steps", "lr", "sampler", "online", "rewards", "group_size", "prompts_per_step", "beta", "seed"),
     ),
     "evaluate": (EvaluateConfig, ("n_samples", "seed")),
 }
@@ -54,6 +54,7 @@ DESCRIPTIONS = {
     "sampler": "prompt curriculum: uniform, dump (UCB over |advantage|), prioritized (by failure rate), "
     "static",
     "rewards": "reward functions and their weights (the reward is the weighted sum)",
+    "online": "the online difficulty model: skip prompts predicted to give an all-equal group",
     "lr": "peak learning rate",
     "prompts_per_step": "prompts sampled per step (each gets group_size completions)",
 }
@@ -75,18 +76,29 @@ def _file_values(path: Path) -> dict[str, Any]:
 
 def _section_form(section: str, values: dict[str, Any]) -> type[BaseModel]:
     config, names = FORM[section]
+    return _form_model(section, config, names, values)
+
+
+def _form_model(key: str, config: type[BaseModel], names: tuple[str, ...], values: Any) -> type[BaseModel]:
+    """A model of ``names`` from ``config``: its types and descriptions, ``values`` as defaults."""
     defaults = config.model_validate(values)  # the file's values; code defaults where it has none
-    fields = {}
+    fields: dict[str, Any] = {}
     for name in names:
-        info = config.model_fields[name]
+        info, default = config.model_fields[name], getattr(defaults, name)
+        desc = info.description or DESCRIPTIONS.get(name, name)
+        if isinstance(default, BaseModel):  # a settings group (grpo.online): a sub-form, same rules
+            sub = type(default)
+            group = _form_model(f"{key}.{name}", sub, tuple(sub.model_fields), default.model_dump())
+            fields[name] = (group, Field(default_factory=group, description=f"{desc} ({key}.{name})"))
+            continue
         annotation = (
             dict[_reward_names(), float]  # type: ignore[misc]  # a Literal of the registry's names, made at run time
-            if (section, name) == ("grpo", "rewards")
+            if (key, name) == ("grpo", "rewards")
             else info.annotation
         )
-        desc = info.description or DESCRIPTIONS.get(name, name)
-        fields[name] = (annotation, Field(getattr(defaults, name), description=f"{desc} ({section}.{name})"))
-    return create_model(f"{section.title()}Settings", __config__=ConfigDict(extra="forbid"), **fields)  # type: ignore[call-overload]
+        fields[name] = (annotation, Field(default, description=f"{desc} ({key}.{name})"))
+    title = "".join(part.title() for part in key.split("."))
+    return create_model(f"{title}Settings", __config__=ConfigDict(extra="forbid"), **fields)
 
 
 def build_settings(path: Path = PROJECT_PARAMS) -> type[BaseModel]:
@@ -108,14 +120,23 @@ def _value(v: Any) -> str:
 
 
 def changed_overrides(settings: BaseModel | dict[str, Any] | None) -> list[str]:
-    """``section.field=value`` for every form field that differs from the form's default."""
+    """``section.field=value`` for every form field that differs from the form's default.
+
+    A settings group (a config model such as ``grpo.online``) gives one override per changed
+    field inside it, so turning one switch keeps the file's other values; any other value -- a
+    list, the rewards mapping -- is replaced whole, so removing an entry works.
+    """
     if settings is None:
         return []
     form = settings if isinstance(settings, RunSettings) else RunSettings.model_validate(settings)
-    default = RunSettings().model_dump(mode="json")
+    default = RunSettings()
     out = []
-    for section, fields in form.model_dump(mode="json").items():
-        for name, v in fields.items():
-            if v != default[section][name]:
+    for section in type(form).model_fields:
+        group = getattr(form, section)
+        values, defaults = group.model_dump(mode="json"), getattr(default, section).model_dump(mode="json")
+        for name, v in values.items():
+            if isinstance(getattr(group, name), BaseModel):
+                out += [f"{section}.{name}.{k}={_value(x)}" for k, x in v.items() if x != defaults[name][k]]
+            elif v != defaults[name]:
                 out.append(f"{section}.{name}={_value(v)}")
     return out

@@ -13,7 +13,7 @@ from tasks.config import ConfigError, load_params
 PARAMS = {
     "curate": {"sources": [{"kind": "synthetic", "families": ["add_2d"], "sft_per_family": 5}]},
     "sft": {"steps": 7, "lr": 0.01},
-    "grpo": {"steps": 9, "sampler": "dump", "rewards": {"accuracy": 1.0}},
+    "grpo": {"steps": 9, "sampler": "dump", "rewards": {"accuracy": 1.0}, "online": {"explore": 0.2}},
 }
 
 
@@ -64,6 +64,27 @@ def test_only_changed_fields_become_overrides_and_they_validate(params_file, mon
     p = load_params(params_file, changed)
     assert p.grpo.lr == 1e-4 and p.grpo.rewards == {"accuracy": 1.0, "format": 0.2}
     assert p.curate.sources[0].families == ["sub_2d"] and p.sft.steps == 7
+
+
+def test_a_settings_group_is_a_sub_form_whose_changed_fields_alone_become_overrides(params_file, monkeypatch):
+    import flows.params as fp
+
+    monkeypatch.setattr(fp, "RunSettings", build_settings(params_file))
+    form = fp.RunSettings()
+    assert form.grpo.online.explore == 0.2 and form.grpo.online.enabled is False  # file, then code default
+    props = fp.RunSettings.model_json_schema()["$defs"]["GrpoOnlineSettings"]["properties"]
+    assert "(grpo.online.enabled)" in props["enabled"]["description"]
+    # the UI submits the whole group; only the switch that was turned becomes an override
+    submitted = form.model_dump(mode="json")
+    submitted["grpo"]["online"]["enabled"] = True
+    changed = changed_overrides(submitted)
+    assert changed == ["grpo.online.enabled=true"]
+    p = load_params(params_file, changed)
+    assert p.grpo.online.enabled is True and p.grpo.online.explore == 0.2
+    with pytest.raises(pydantic.ValidationError, match="bogus"):
+        changed_overrides({"grpo": {"online": {"bogus": 1}}})
+    with pytest.raises(ConfigError, match=r"grpo\.online\.explore"):
+        load_params(params_file, changed_overrides({"grpo": {"online": {"explore": 0.0}}}))
 
 
 def test_bad_values_are_refused_naming_the_field(params_file, monkeypatch):
