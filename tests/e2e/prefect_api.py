@@ -138,6 +138,23 @@ def logs(run_id) -> list[tuple[float, str]]:
                 return out
 
 
+def logged(run_id, pred, timeout: float = 30) -> str:
+    """The first log line of a run that ``pred`` accepts. Logs reach the server in batches, so a run
+    can be final before its last lines arrive (a run failed by parameter validation ends in well
+    under the 2 s batch interval): wait up to ``timeout`` seconds, then fail showing the tail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [m for _, m in logs(run_id)]
+        if hit := next((m for m in lines if pred(m)), None):
+            return hit
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"no matching log line in run {run_id} after {timeout:.0f}s; last lines:\n"
+                + "\n".join(lines[-20:])
+            )
+        time.sleep(1)
+
+
 def wall(fr) -> float:
     return (fr.end_time - fr.start_time).total_seconds()
 

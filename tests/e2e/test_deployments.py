@@ -31,6 +31,7 @@ from prefect_api import (
     deployments,
     finished,
     in_flight,
+    logged,
     logs,
     record,
     serve_env,
@@ -193,7 +194,7 @@ def test_a_bad_typed_value_fails_before_any_stage(api, project, sh):
     refs_before = sh(["git", "for-each-ref", "refs/exps"], project).stdout
     fr = finished(trigger("experiment", {"settings": {"grpo": {"lr": -1.0}}}).id)
     assert fr.state.type.value == "FAILED"
-    assert any("grpo.lr" in m and "greater than 0" in m for _, m in logs(fr.id))
+    assert logged(fr.id, lambda m: "grpo.lr" in m and "greater than 0" in m)
     assert sh(["git", "for-each-ref", "refs/exps"], project).stdout == refs_before
 
 
@@ -204,7 +205,7 @@ def test_custom_run_from_the_ui_in_headless_chromium(api, project):
     fr, t_submit = custom_run(api.url, deployments()["experiment"], "grpo.lr", "0.0001", shot)
     assert fr.state.type.value == "COMPLETED", fr.state
     assert fr.parameters["settings"]["grpo"]["lr"] == 0.0001
-    assert any("grpo.lr=0.0001" in m for _, m in logs(fr.id))
+    assert logged(fr.id, lambda m: "grpo.lr=0.0001" in m)
     record(
         "ui_custom_run",
         {
@@ -354,6 +355,4 @@ def test_prefect_deploy_to_a_process_work_pool_with_a_worker(api, project, tmp_p
             worker.wait(30)
     assert fr.state.type.value == "COMPLETED", (fr.state, (tmp_path / "worker.log").read_text()[-3000:])
     assert stages_of(fr.id) == {"evaluate": "skipped"}  # up to date since the baseline: only evaluate asked
-    assert any(
-        str(project) in m for _, m in logs(fr.id)
-    )  # ran in the work tree prefect.yaml's pull step names
+    assert logged(fr.id, lambda m: str(project) in m)  # ran in the work tree prefect.yaml's pull step names
