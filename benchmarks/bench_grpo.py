@@ -38,6 +38,10 @@ learning rate, no gradient checkpointing, float32, AdamW. ``OMP_WAIT_POLICY`` de
   by the rollout's (r1flow's generation against TRL's) once the update's share grows.
 - ``online_model``: r1flow's step on the default rows with the uniform sampler and with the online
   difficulty model (``grpo.online``) on top, alternating: step time, all-equal share, skip rate.
+- ``informative.update_floor``: the informative batch's update at this machine's matmul speed with
+  everything else free (``update_floor``), and the speedup over TRL that would leave with
+  r1flow's rollout as measured: what bounds ``speedup_vs_trl_informative`` when both update over
+  the same tokens.
 
 Writes ``benchmarks/results/grpo.json``. Figures, not assertions; targets: speedup >= 2,
 rollout_over_generate <= 1.10. Profile with ``benchmarks/profile_grpo.py``.
@@ -69,6 +73,7 @@ from tasks.config import GRPOConfig, ModelConfig  # noqa: E402
 from tasks.config.grpo import OnlineConfig  # noqa: E402
 from tasks.data.synthetic import generate_family  # noqa: E402
 from tasks.generation import encode_prompts, sample, stop_conditions  # noqa: E402
+from tasks.grpo.batching import MAX_BUCKETS, plan  # noqa: E402
 from tasks.grpo.rollout import generate_and_score  # noqa: E402
 from tasks.grpo.sampler import build_sampler  # noqa: E402
 from tasks.grpo.train import train_step  # noqa: E402
@@ -114,7 +119,7 @@ class R1flowTrainer:
         self.seconds: list[float] = []
         self.history: list[dict] = []
         self.rollouts: list = []  # the last step's (kept) rollouts, for profile_grpo.py
-
+        self.update_tokens: list[int] = []  # positions each step's update ran forward+backward over
 
     def step(self) -> None:
         t = time.perf_counter()
@@ -124,6 +129,11 @@ class R1flowTrainer:
         )
         self.seconds.append(time.perf_counter() - t)
         self.history.append(metrics)
+        # The passes the update just ran (batching.plan, the trainer's own planner): rows x columns.
+        items = plan(self.rollouts, self.cfg).items if self.rollouts else []
+        self.update_tokens.append(
+            sum(w.mask.shape[0] * (w.samples.prompt_ids.shape[1] + w.mask.shape[1]) for w in items)
+        )
 
 
 # ----------------------------------------------------------------------------- TRL
@@ -237,6 +247,7 @@ def r1flow_figures(ours: R1flowTrainer, args) -> dict:
         "reward_s": mean("time/reward_s"),
         "update_and_rest_s": r1_wall / args.steps - mean("time/generate_s") - mean("time/reward_s"),
         "flat_group_fraction": mean("zero_std_groups"),
+        "update_tokens": statistics.fmean(ours.update_tokens[w:]),
     }
 
 
@@ -327,6 +338,35 @@ def bench_rollout(model_dir: Path, rows: list[dict], args) -> dict:
     }
 
 
+def update_floor(model_dir: Path, r1: dict, trl_res: dict, args) -> dict:
+    """How fast r1flow's update could be at this machine's matmul speed, and the speedup that caps.
+
+    A forward+backward costs ~6 FLOPs per parameter per position (the usual 6ND estimate; attention
+    over <= 100 positions adds little). ``matmul_gflops`` is one float32 matmul of the MLP's shape
+    over as many rows as the update's mean pass, the best the dense layers can reach here; the
+    floor is the update's FLOPs at that rate, with every elementwise op, the optimiser and the
+    bookkeeping free. ``speedup_bound`` = TRL's step / (r1flow's rollout + that floor)."""
+    cfg = load_model(model_dir).config
+    rows = max(1, int(r1["update_tokens"] / MAX_BUCKETS))  # positions in one pass (a length bucket)
+    x, w = torch.randn(rows, cfg.hidden_size), torch.randn(cfg.hidden_size, cfg.intermediate_size)
+    for _ in range(3):
+        x @ w
+    t, reps = time.perf_counter(), 30
+    for _ in range(reps):
+        x @ w
+    gflops = 2 * x.shape[0] * x.shape[1] * w.shape[1] * reps / (time.perf_counter() - t) / 1e9
+    flops = 6 * count_parameters(load_model(model_dir)) * r1["update_tokens"]
+    floor = flops / (gflops * 1e9)
+    return {
+        "update_positions": round(r1["update_tokens"]),
+        "update_gflop": round(flops / 1e9, 2),
+        "matmul_gflops": round(gflops, 1),
+        "update_gflops_achieved": round(flops / 1e9 / r1["update_and_rest_s"], 1),
+        "update_floor_s": round(floor, 4),
+        "speedup_bound": round(trl_res["step_s"] / (r1["generate_s"] + r1["reward_s"] + floor), 2),
+    }
+
+
 # ----------------------------------------------------------------------------- main
 def cpu_model() -> str:
     """The CPU's model name: float results (and so trained weights) differ between CPU kinds."""
@@ -368,6 +408,7 @@ def main() -> None:
     r1, trl_res = bench_both(model_dir, rows, args)
     pool = informative_rows(model_dir, args)
     r1_inf, trl_inf = bench_both(model_dir, pool, args)
+    floor = update_floor(model_dir, r1_inf, trl_inf, args)
     online = bench_online(model_dir, rows, args)
     import trl
 
@@ -388,6 +429,7 @@ def main() -> None:
                 "r1flow": {k: round(r1_inf[k], 4) for k in ("generate_s", "reward_s", "update_and_rest_s")},
                 "trl": {k: round(trl_inf[k], 4) for k in ("rollout_s", "update_and_rest_s")},
             },
+            "update_floor": floor,
         },
         "online_model": online,
         "rollout_over_generate": round(rollout["rollout_over_generate"], 3),
@@ -430,6 +472,9 @@ def main() -> None:
     inf = result["informative"]
     print(f"informative batch ({inf['prompts']} prompts at 25-75% pass): speedup "
           f"{result['speedup_vs_trl_informative']}x, all-equal groups {inf['flat_group_fraction']}")
+    print(f"  its update at the matmul rate ({floor['matmul_gflops']} GFLOP/s, elementwise free) would take "
+          f"{floor['update_floor_s']} s (achieved {floor['update_gflops_achieved']} GFLOP/s): speedup bound "
+          f"{floor['speedup_bound']}x")
     print(f"online model on this mixture: step {online['step_s']}, all-equal groups "
           f"{online['flat_group_fraction']}, skip rate {online['skip_rate']}")
     print(f"rollout / generate (per decode step): {result['rollout_over_generate']} (target <= 1.10); "
