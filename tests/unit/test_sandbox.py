@@ -146,7 +146,9 @@ HOSTILE = {
 def test_hostile_program_scores_zero_and_harms_nothing(name, canaries):
     t0 = time.monotonic()
     assert _score(HOSTILE[name], OK, canaries) == 0.0
-    assert time.monotonic() - t0 < 3.5  # the wall limit plus tear-down, never the program's will
+    # Ended by the 3 s budget, not by the program (those that wait at all wait >= 100 s). The margin
+    # above 3 s is for bwrap start-up and tear-down on a loaded box: CI once measured 3.50 s.
+    assert time.monotonic() - t0 < 10.0
 
 
 def test_process_limit_is_enforced_before_fork_bomb_is_trusted(canaries):
