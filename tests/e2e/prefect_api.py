@@ -138,21 +138,30 @@ def logs(run_id) -> list[tuple[float, str]]:
                 return out
 
 
-def logged(run_id, pred, timeout: float = 30) -> str:
-    """The first log line of a run that ``pred`` accepts. Logs reach the server in batches, so a run
-    can be final before its last lines arrive (a run failed by parameter validation ends in well
-    under the 2 s batch interval): wait up to ``timeout`` seconds, then fail showing the tail."""
+def _wait_line(run_id, pred, timeout: float, newest: bool = False) -> tuple[str | None, list[str]]:
+    """The first (``newest``: last) log line of a run that ``pred`` accepts, and every line read.
+
+    Logs reach the server in batches, so a run can be final before its last lines arrive (a run
+    failed by parameter validation ends in well under the 2 s batch interval): poll up to
+    ``timeout`` seconds; None if no line ever matches."""
     deadline = time.monotonic() + timeout
     while True:
         lines = [m for _, m in logs(run_id)]
-        if hit := next((m for m in lines if pred(m)), None):
-            return hit
-        if time.monotonic() > deadline:
-            pytest.fail(
-                f"no matching log line in run {run_id} after {timeout:.0f}s; last lines:\n"
-                + "\n".join(lines[-20:])
-            )
+        hit = next((m for m in (reversed(lines) if newest else lines) if pred(m)), None)
+        if hit is not None or time.monotonic() > deadline:
+            return hit, lines
         time.sleep(1)
+
+
+def logged(run_id, pred, timeout: float = 30) -> str:
+    """The first log line of a run that ``pred`` accepts; fails, showing the tail, if none comes."""
+    hit, lines = _wait_line(run_id, pred, timeout)
+    if hit is None:
+        pytest.fail(
+            f"no matching log line in run {run_id} after {timeout:.0f}s; last lines:\n"
+            + "\n".join(lines[-20:])
+        )
+    return hit
 
 
 def wall(fr) -> float:
@@ -165,16 +174,8 @@ def training(stages: dict[str, str]) -> set[str]:
 
 
 def stages_of(run_id, timeout: float = 30) -> dict[str, str]:
-    """Per stage 'ran'/'skipped', from the flow's own log lines (the flow's result is not persisted).
-
-    Logs reach the server in batches, so a run can be Completed before its last line arrives: wait
-    up to ``timeout`` seconds for it ({} if it never comes, e.g. a run that failed).
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        for _, msg in reversed(logs(run_id)):
-            if msg.startswith("stages: "):
-                return yaml.safe_load(msg.removeprefix("stages: "))
-        if time.monotonic() > deadline:
-            return {}
-        time.sleep(1)
+    """Per stage 'ran'/'skipped', from the flow's own log lines (the flow's result is not persisted):
+    the newest ``stages:`` line, waited for up to ``timeout`` seconds ({} if it never comes, e.g. a
+    run that failed)."""
+    hit, _ = _wait_line(run_id, lambda m: m.startswith("stages: "), timeout, newest=True)
+    return yaml.safe_load(hit.removeprefix("stages: ")) if hit is not None else {}
